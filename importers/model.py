@@ -1,0 +1,44 @@
+"""Plain data that every importer yields: no Flask, no database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class ParsedMessage:
+    """One message recovered from an archive, normalised and ready to store."""
+
+    message_id: str
+    subject: str
+    author_name: str
+    author_email: str
+    date: datetime | None
+    body_text: str
+    new_text: str
+    quoted_text: str
+    raw: bytes
+    source_file: str
+    position: str
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+    list_name: str | None = None
+    message_id_generated: bool = False
+    # True when the message was rebuilt from quoted history inside another message.
+    recovered: bool = False
+    # True when the source carried no threading headers (pasted pages, HTML without links).
+    headerless: bool = False
+    source_format: str = "mbox"
+
+
+@dataclass
+class ImportProblem:
+    """A piece of input that could not be read; the import goes on without it."""
+
+    file: str
+    where: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"file": self.file, "where": self.where, "reason": self.reason}

@@ -1,0 +1,50 @@
+"""Earshot: carries operators' production pain to the developers who can fix it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from flask import Flask
+
+from . import config as config_module
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """The application factory: defaults, then data/config.py, then EARSHOT_* variables."""
+    app = Flask(__name__, template_folder=str(config_module.ROOT / "templates"))
+    app.config.from_mapping(config_module.DEFAULTS)
+    app.config.from_pyfile(str(config_module.ROOT / "data" / "config.py"), silent=True)
+    app.config.from_prefixed_env("EARSHOT")
+    if test_config:
+        app.config.update(test_config)
+    app.config["PRIVATE"] = str(app.config["PRIVATE"]).lower() in ("1", "true", "yes", "on")
+    if not app.config["SECRET_KEY"]:
+        if app.config["ENV"] == "production":
+            raise RuntimeError("EARSHOT_SECRET_KEY must be set when EARSHOT_ENV=production")
+        # Development only: a per-process key (sessions do not survive a restart).
+        app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
+    app.config.setdefault("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
+
+    from . import cli, db
+    from .views import api, web
+
+    db.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+
+    @app.after_request
+    def _security_headers(response):  # type: ignore[no-untyped-def]
+        # Nothing an archive wrote may run as script: no inline script, no foreign sources.
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    return app

@@ -1,0 +1,169 @@
+"""`flask` commands: thin wrappers over the service functions the scheduler and pages use."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlmodel import select
+from tqdm import tqdm
+
+from importers.sources import FORMATS, total_bytes
+
+from . import db as dbmod
+from .auth import create_token
+from .ingest import Ingest
+from .models import ROLES, MailingList, Person, User
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(db_group)
+    app.cli.add_command(import_command)
+    app.cli.add_command(lists_group)
+    app.cli.add_command(people_group)
+    app.cli.add_command(users_group)
+    app.cli.add_command(tokens_group)
+    app.cli.add_command(demo_group)
+
+
+@click.group("db", help="Database schema.")
+def db_group() -> None:
+    pass
+
+
+@db_group.command("upgrade", help="Apply migrations (run before serving).")
+@click.option("--revision", default="head")
+def db_upgrade(revision: str) -> None:
+    dbmod.upgrade(current_app.config["SQLALCHEMY_URL"], revision)
+    click.echo(f"database at {revision}", err=True)
+
+
+def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = None,
+               show_progress: bool = False) -> dict[str, object]:
+    """Import paths and return the run summary (shared by the CLI and the demo loader)."""
+    total = total_bytes(paths)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
+              file=sys.stderr) as bar, dbmod.session_scope() as session:
+        ingest = Ingest(session, batch_size=int(current_app.config["IMPORT_BATCH"]),
+                        subject_window_days=int(current_app.config["SUBJECT_WINDOW_DAYS"]))
+        result = ingest.run(paths, fmt=fmt, list_name=list_name, progress=bar.update)
+    return result.as_dict()
+
+
+@click.command("import", help="Import mail archives, messages and pasted pages (files or folders).")
+@click.option("--list", "list_name", default=None, help="List name for messages that do not say.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[Path, ...]) -> None:
+    summary = run_import(list(paths), fmt=fmt, list_name=list_name, show_progress=sys.stderr.isatty())
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{summary['messages_new']} new, {summary['duplicates']} already stored, "
+               f"{summary['threads_touched']} threads touched, {len(summary['problems'])} problems")  # type: ignore[arg-type]
+    for p in summary["problems"]:  # type: ignore[attr-defined]
+        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+@click.group("lists", help="Mailing lists and their role.")
+def lists_group() -> None:
+    pass
+
+
+@lists_group.command("show")
+def lists_show() -> None:
+    with dbmod.session_scope() as s:
+        for ml in s.exec(select(MailingList).order_by(MailingList.name)):
+            click.echo(f"{ml.name}\t{ml.role}")
+
+
+@lists_group.command("set-role", help="Say whether a list is an operator or a developer list.")
+@click.argument("name")
+@click.argument("role", type=click.Choice(ROLES))
+def lists_set_role(name: str, role: str) -> None:
+    with dbmod.session_scope() as s:
+        ml = s.exec(select(MailingList).where(MailingList.name == name.lower())).first()
+        if ml is None:
+            ml = MailingList(name=name.lower())
+        ml.role = role
+        s.add(ml)
+    click.echo(f"{name.lower()} is a {role} list")
+
+
+@click.group("people", help="People who wrote to the lists.")
+def people_group() -> None:
+    pass
+
+
+@people_group.command("set-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice(ROLES))
+def people_set_role(email: str, role: str) -> None:
+    with dbmod.session_scope() as s:
+        person = s.exec(select(Person).where(Person.email == email.lower())).first()
+        if person is None:
+            raise click.ClickException(f"no person with address {email}")
+        person.role, person.role_source = role, "manual"
+        s.add(person)
+    click.echo(f"{email} is now {role}")
+
+
+@click.group("users", help="Accounts.")
+def users_group() -> None:
+    pass
+
+
+@users_group.command("create")
+@click.option("--email", required=True)
+@click.option("--name", default="")
+@click.option("--role", type=click.Choice(["operator", "developer", "admin"]), default="operator")
+def users_create(email: str, name: str, role: str) -> None:
+    with dbmod.session_scope() as s:
+        if s.exec(select(User).where(User.email == email.lower())).first():
+            raise click.ClickException(f"a user with address {email} exists")
+        s.add(User(email=email.lower(), name=name, role=role))
+    click.echo(f"created {role} {email.lower()}")
+
+
+@click.group("tokens", help="API tokens (shown once, stored hashed).")
+def tokens_group() -> None:
+    pass
+
+
+@tokens_group.command("create")
+@click.option("--email", required=True)
+@click.option("--scopes", default="read", show_default=True)
+def tokens_create(email: str, scopes: str) -> None:
+    with dbmod.session_scope() as s:
+        user = s.exec(select(User).where(User.email == email.lower())).first()
+        if user is None:
+            raise click.ClickException(f"no user with address {email}; create one with `flask users create`")
+        token = create_token(s, user, scopes)
+    click.echo("Store this token now; it is not shown again:", err=True)
+    click.echo(token)
+
+
+@click.group("demo", help="The demo data set.")
+def demo_group() -> None:
+    pass
+
+
+@demo_group.command("load", help="Generate the demo archive (deterministic) and import it.")
+@click.option("--messages", default=1500, show_default=True)
+@click.option("--seed", default=7, show_default=True)
+def demo_load(messages: int, seed: int) -> None:
+    from .demo import write_demo_archives
+
+    folder = Path(current_app.config["DATA_DIR"]) / "demo"
+    paths = write_demo_archives(folder, messages=messages, seed=seed)
+    with dbmod.session_scope() as s:
+        for name, role in (("openstack-operators", "operator"), ("openstack-dev", "developer"),
+                           ("cloudstack-users", "operator"), ("cloudstack-dev", "developer")):
+            if s.exec(select(MailingList).where(MailingList.name == name)).first() is None:
+                s.add(MailingList(name=name, role=role))
+    summary = run_import(paths, show_progress=sys.stderr.isatty())
+    click.echo(f"demo: {summary['messages_new']} new messages, {summary['duplicates']} already there")

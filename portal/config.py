@@ -1,0 +1,43 @@
+"""Every configuration key, documented once. Each can be set as an EARSHOT_<KEY> environment
+variable (Flask's from_prefixed_env reads them), e.g. EARSHOT_DATA_DIR=/srv/earshot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULTS: dict[str, object] = {
+    # Folder for the SQLite file and the search index (git-ignored under data/ by default).
+    "DATA_DIR": str(ROOT / "data" / "var"),
+    # SQLAlchemy URL; empty means SQLite in DATA_DIR. PostgreSQL: postgresql://user@host/db
+    "DATABASE_URL": "",
+    # 1 makes every read (pages and API) require a signed-in user or an API token.
+    "PRIVATE": False,
+    # Flask's signing key. Must be set in production; the default only serves local use.
+    "SECRET_KEY": "",
+    # Page size of lists when the caller gives no limit, and the most a caller may ask for.
+    "PAGE_SIZE": 25,
+    "MAX_PAGE_SIZE": 200,
+    # Messages written per database transaction during an import.
+    "IMPORT_BATCH": 500,
+    # Days within which a reply with no usable headers joins a thread by subject.
+    "SUBJECT_WINDOW_DAYS": 30,
+    # "production" refuses to start without SECRET_KEY.
+    "ENV": "development",
+}
+
+
+def database_url(config: dict) -> str:
+    """The database URL: EARSHOT_DATABASE_URL or an SQLite file in the data folder."""
+    url = str(config.get("DATABASE_URL") or "")
+    if url:
+        # postgresql:// means psycopg 3 here (the maintained driver).
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://"):]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return url
+    data_dir = Path(str(config["DATA_DIR"]))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / 'earshot.sqlite3'}"

@@ -1,0 +1,146 @@
+"""Deterministic generator of realistic operator and developer list traffic, used by
+`flask demo load` and by the benchmarks. No Flask, no database: it writes mbox/Maildir files."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+
+LISTS = {
+    "openstack-operators": "lists.openstack.org",
+    "openstack-dev": "lists.openstack.org",
+    "cloudstack-users": "cloudstack.apache.org",
+    "cloudstack-dev": "cloudstack.apache.org",
+}
+OPERATORS = [("Marta Kowalska", "marta@cern.example"), ("Joe Topjian", "joe@cybera.example"),
+             ("Tim Bell", "tim@cern.example"), ("Subbu Allamaraju", "subbu@ebay.example"),
+             ("Ana Reyes", "ana@telco.example"), ("Kenji Sato", "kenji@hoster.example"),
+             ("Priya Nair", "priya@univ.example"), ("Lars Nilsson", "lars@isp.example")]
+DEVELOPERS = [("Sean Dague", "sean@dague.example"), ("Matt Riedemann", "mriedem@nova.example"),
+              ("Remi Bergsma", "remi@cloudstack.example"), ("Sylvain Bauza", "sbauza@nova.example"),
+              ("Kevin Benton", "kevin@neutron.example"), ("Rohit Yadav", "rohit@cloudstack.example")]
+TOPICS = [
+    ("quotas", "[nova] Quota usage drifts after instance resize",
+     "After resizing instances the quota usage in nova is higher than the real usage. "
+     "We run Juno on 400 hypervisors and every week we have to run a script to reset the counters."),
+    ("scheduling", "[nova] Scheduler places instances on full hosts",
+     "The filter scheduler keeps placing instances on hosts that are already full, and the builds "
+     "fail with NoValidHost after retries. It started after we enabled the AggregateCoreFilter."),
+    ("cells", "[nova] Cells v1 regression after upgrade",
+     "After upgrading to Kilo the cells v1 setup stopped syncing instance state to the API cell. "
+     "Instances stay in BUILD forever."),
+    ("networking", "Virtual router change broke default routes in VPC",
+     "Since the virtual router refactor, VMs in VPC tiers get no default route, so there is no "
+     "public internet access and VPNs do not work."),
+    ("storage", "[cinder] Volumes stuck in detaching with Ceph",
+     "Volumes get stuck in detaching state when the Ceph cluster is slow; we reset them by hand "
+     "in the database."),
+    ("upgrades", "Upgrade from Icehouse to Juno broke the l3-agent",
+     "The l3-agent stopped spawning routers after the upgrade; the namespaces exist but iptables "
+     "rules are missing."),
+    ("ci-testing", "[infra] Gate is flaky on the grenade job",
+     "The grenade job fails one run in five with a timeout while waiting for the API. It blocks "
+     "every merge in our project."),
+    ("identity", "[keystone] Token validation is slow with LDAP",
+     "Token validation takes several seconds when the identity backend is LDAP with 20k users."),
+    ("performance", "nova-compute uses 100% CPU with many instances",
+     "With more than 200 instances per host nova-compute spins at 100% CPU in the periodic tasks."),
+]
+TICKETS = ["https://bugs.launchpad.net/nova/+bug/{n}", "LP: #{n}", "CLOUDSTACK-{c}",
+           "https://review.openstack.org/#/c/{g}/"]
+REPLIES = [
+    "We see the same on our deployment, {n} nodes on {release}. It hurts every week.",
+    "This looks like bug {ticket}; there is a patch up for review but it has no test yet.",
+    "Could you paste the logs from the compute node? Which release are you running?",
+    "A fix merged on master last week ({ticket}), but it is not backported to {release} yet.",
+    "Same here. Our workaround is a cron job that restarts the service every hour.",
+    "I proposed a test for this in the functional suite, see {ticket}.",
+]
+RELEASES = ["Icehouse", "Juno", "Kilo", "Liberty", "4.5", "4.6"]
+
+
+def _ticket(rng: random.Random) -> str:
+    return rng.choice(TICKETS).format(n=rng.randint(1200000, 1500000), c=rng.randint(8000, 9200),
+                                      g=rng.randint(60000, 200000))
+
+
+def generate_messages(count: int, seed: int = 7, start: datetime | None = None) -> Iterator[bytes]:
+    """`count` RFC 5322 messages in threads across operator and developer lists."""
+    rng = random.Random(seed)
+    when = start or datetime(2014, 4, 17, 8, 0, tzinfo=UTC)
+    open_threads: list[tuple[str, str, str, str]] = []  # (list, subject, root id, last id)
+    for i in range(count):
+        when += timedelta(minutes=rng.randint(3, 240))
+        reply = open_threads and rng.random() < 0.65
+        if reply:
+            lst, subject, root, last = rng.choice(open_threads)
+        else:
+            component, subject, _text = rng.choice(TOPICS)
+            lst = rng.choice(list(LISTS))
+            subject = f"{subject} ({rng.randint(1, 999)})"
+            root = last = ""
+        operator_list = "operators" in lst or "users" in lst
+        name, addr = rng.choice(OPERATORS if operator_list or rng.random() < 0.3 else DEVELOPERS)
+        mid = f"<demo-{seed}-{i}@{LISTS[lst]}>"
+        if reply:
+            body = rng.choice(REPLIES).format(n=rng.randint(20, 2000), release=rng.choice(RELEASES),
+                                              ticket=_ticket(rng))
+            body += "\n\n> " + "\n> ".join(["Earlier text of the thread,", "quoted by the mail client."])
+            headers = [f"Subject: Re: [{lst}] {subject}", f"In-Reply-To: {last}", f"References: {root} {last}"]
+        else:
+            text = next(t for c, s, t in TOPICS if subject.startswith(s))
+            body = f"{text}\n\nRelease: {rng.choice(RELEASES)}. Related: {_ticket(rng)}"
+            headers = [f"Subject: [{lst}] {subject}"]
+        msg = "\n".join([
+            f"From: {name} <{addr}>",
+            f"To: {lst}@{LISTS[lst]}",
+            f"Date: {format_datetime(when)}",
+            f"Message-ID: {mid}",
+            f"List-Id: {lst.title()} <{lst}.lists.{LISTS[lst]}>",
+            *headers,
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "",
+            body,
+            "",
+            "_______________________________________________",
+            f"{lst} mailing list",
+            "",
+        ])
+        if reply:
+            open_threads = [t for t in open_threads if t[2] != root] + [(lst, subject, root, mid)]
+        else:
+            open_threads.append((lst, subject, mid, mid))
+        open_threads = open_threads[-40:]
+        yield msg.encode("utf-8")
+
+
+def write_mbox(path: Path, count: int, seed: int = 7) -> Path:
+    """Write the generated messages as an mboxrd file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for raw in generate_messages(count, seed):
+            fh.write(b"From demo@earshot.invalid Mon Jan  1 00:00:00 2024\n")
+            for line in raw.split(b"\n"):
+                if line.lstrip(b">").startswith(b"From "):
+                    line = b">" + line
+                fh.write(line + b"\n")
+            fh.write(b"\n")
+    return path
+
+
+def write_maildir(folder: Path, count: int, seed: int = 7) -> Path:
+    """Write the same messages as a Maildir (cur/new/tmp)."""
+    for sub in ("cur", "new", "tmp"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    for i, raw in enumerate(generate_messages(count, seed)):
+        (folder / "cur" / f"{1400000000 + i}.{i}.earshot:2,S").write_bytes(raw)
+    return folder
+
+
+def write_demo_archives(folder: Path, messages: int = 1500, seed: int = 7) -> list[Path]:
+    """The demo data set for `make run`."""
+    return [write_mbox(folder / "demo.mbox", messages, seed)]

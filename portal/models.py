@@ -1,0 +1,127 @@
+"""All tables, in one place. Dates are stored as naive UTC."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+ROLES = ("operator", "developer", "unknown")
+
+
+def utcnow() -> datetime:
+    """Now, as the naive UTC the tables store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class MailingList(SQLModel, table=True):
+    __tablename__ = "mailing_list"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True, index=True)
+    # operator | developer | unknown: seeds the role of the people first seen here.
+    role: str = Field(default="unknown", max_length=20)
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "person"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str | None = Field(default=None, max_length=320, unique=True)
+    name: str = Field(default="", max_length=300)
+    name_key: str = Field(default="", max_length=300, index=True)
+    role: str = Field(default="unknown", max_length=20)
+    # "list" when seeded from the first list seen, "manual" once someone set it.
+    role_source: str = Field(default="list", max_length=20)
+
+
+class Thread(SQLModel, table=True):
+    __tablename__ = "thread"
+    __table_args__ = (Index("ix_thread_list_subject", "list_id", "subject_key"),
+                      Index("ix_thread_last_date", "last_date"))
+    id: int | None = Field(default=None, primary_key=True)
+    list_id: int = Field(foreign_key="mailing_list.id", index=True)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    subject_key: str = Field(default="", max_length=250)
+    first_date: datetime | None = Field(default=None, sa_type=DateTime)
+    last_date: datetime | None = Field(default=None, sa_type=DateTime)
+    message_count: int = 0
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "message"
+    __table_args__ = (Index("ix_message_thread_date", "thread_id", "date"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(max_length=998, unique=True)
+    message_id_generated: bool = False
+    # sha1 of author, UTC second and subject: finds one message arriving in two archive forms.
+    fingerprint: str | None = Field(default=None, max_length=40, index=True)
+    list_id: int = Field(foreign_key="mailing_list.id", index=True)
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    parent_id: int | None = Field(default=None, foreign_key="message.id")
+    person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    date: datetime | None = Field(default=None, sa_type=DateTime)
+    in_reply_to: str | None = Field(default=None, max_length=998)
+    new_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    quoted_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # zlib-compressed original bytes, kept so messages can be reprocessed when rules change.
+    raw: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False, default=b""))
+    source_format: str = Field(default="", max_length=40)
+    source_file: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    recovered: bool = False
+    imported_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class MessageRef(SQLModel, table=True):
+    """Each Message-ID a message names in In-Reply-To or References (JWZ's containers)."""
+
+    __tablename__ = "message_ref"
+    __table_args__ = (UniqueConstraint("message_pk", "ref"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    ref: str = Field(max_length=998, index=True)
+
+
+class ImportRun(SQLModel, table=True):
+    __tablename__ = "import_run"
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime)
+    paths: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    format: str = Field(default="auto", max_length=20)
+    list_name: str | None = Field(default=None, max_length=200)
+    messages_new: int = 0
+    duplicates: int = 0
+    threads_touched: int = 0
+    problem_count: int = 0
+    status: str = Field(default="running", max_length=20)
+
+
+class ImportProblemRow(SQLModel, table=True):
+    __tablename__ = "import_problem"
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="import_run.id", index=True)
+    file: str = Field(sa_column=Column(Text, nullable=False))
+    where: str = Field(max_length=200)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "user_account"
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, unique=True)
+    name: str = Field(default="", max_length=300)
+    role: str = Field(default="operator", max_length=20)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_token"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    # sha256 of the token; the token itself is shown once and never stored.
+    token_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=12)
+    scopes: str = Field(default="read", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime)

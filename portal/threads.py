@@ -1,0 +1,130 @@
+"""Reading threads back: the shape the API and the pages share."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from importers.text import parse_date
+
+from .models import MailingList, Message, Person, Thread
+
+
+class BadParameter(ValueError):
+    """A query parameter a caller got wrong; names the parameter."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.name = name
+        self.message = message
+
+
+def iso(dt: datetime | None) -> str | None:
+    return dt.replace(tzinfo=UTC).isoformat().replace("+00:00", "Z") if dt else None
+
+
+def parse_when(name: str, value: str | None) -> datetime | None:
+    """A since/until bound: a date or date-time; naive UTC."""
+    if not value:
+        return None
+    parsed = parse_date(value) if any(c.isdigit() for c in value) else None
+    if parsed is None:
+        raise BadParameter(name, "expected a date such as 2015-09-28 or 2015-09-28T11:49:36Z")
+    return parsed.replace(tzinfo=None)
+
+
+def parse_int(name: str, value: str | None, default: int, lo: int, hi: int) -> int:
+    if value in (None, ""):
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise BadParameter(name, "expected a whole number") from None
+    if not lo <= number <= hi:
+        raise BadParameter(name, f"expected a number from {lo} to {hi}")
+    return number
+
+
+def list_threads(session: Session, *, list_name: str | None = None, since: datetime | None = None,
+                 until: datetime | None = None, limit: int = 25, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """Threads newest first, filtered by list and by activity between since and until."""
+    q = select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
+    if list_name:
+        q = q.where(MailingList.name == list_name.lower())
+    if since:
+        q = q.where(Thread.last_date >= since)
+    if until:
+        q = q.where(Thread.first_date <= until)
+    total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
+    rows = session.execute(q.order_by(Thread.last_date.desc().nulls_last(), Thread.id.desc())
+                           .limit(limit).offset(offset)).all()
+    people = participants(session, [t.id for t, _ in rows])
+    return total, [thread_dict(t, name, people.get(t.id, [])) for t, name in rows]
+
+
+def participants(session: Session, thread_ids: list[int | None]) -> dict[int, list[dict[str, Any]]]:
+    """Distinct authors of each thread, in order of first message."""
+    if not thread_ids:
+        return {}
+    rows = session.execute(
+        select(Message.thread_id, Person.id, Person.name, Person.email, Person.role, func.min(Message.id))
+        .join(Person, Person.id == Message.person_id)
+        .where(Message.thread_id.in_(thread_ids))
+        .group_by(Message.thread_id, Person.id, Person.name, Person.email, Person.role)
+        .order_by(func.min(Message.id))
+    ).all()
+    result: dict[int, list[dict[str, Any]]] = {}
+    for tid, _pid, name, email, role, _first in rows:
+        result.setdefault(tid, []).append({"name": name, "email": email, "role": role})
+    return result
+
+
+def thread_dict(thread: Thread, list_name: str, people: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": thread.id,
+        "subject": thread.subject,
+        "list": list_name,
+        "first_date": iso(thread.first_date),
+        "last_date": iso(thread.last_date),
+        "message_count": thread.message_count,
+        "participants": people,
+    }
+
+
+def thread_detail(session: Session, thread_id: int) -> dict[str, Any] | None:
+    """A thread with its messages in date order (each message's new text and quoted text)."""
+    row = session.execute(select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
+                          .where(Thread.id == thread_id)).first()
+    if row is None:
+        return None
+    thread, list_name = row
+    data = thread_dict(thread, list_name, participants(session, [thread.id]).get(thread.id, []))
+    msgs = session.execute(
+        select(Message.id, Message.message_id, Message.subject, Message.date, Message.new_text, Message.quoted_text,
+               Message.parent_id, Message.recovered, Person.name, Person.email, Person.role)
+        .outerjoin(Person, Person.id == Message.person_id)
+        .where(Message.thread_id == thread_id)
+        .order_by(Message.date.is_(None), Message.date, Message.id)
+    ).all()
+    data["messages"] = [
+        {
+            "id": m.id,
+            "message_id": m.message_id,
+            "author": {"name": m.name or "", "email": m.email, "role": m.role or "unknown"},
+            "date": iso(m.date),
+            "subject": m.subject,
+            "text": m.new_text,
+            "quoted_text": m.quoted_text,
+            "parent_id": m.parent_id,
+            "recovered": m.recovered,
+        }
+        for m in msgs
+    ]
+    return data
+
+
+def list_names(session: Session) -> list[str]:
+    return [n for (n,) in session.execute(select(MailingList.name).order_by(MailingList.name))]
