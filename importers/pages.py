@@ -33,7 +33,10 @@ _REDMINE_ID_RE = re.compile(
     r"^(action|bug|feature|support|task|story|epic|defect|tracker|coordination|issue)\s+#(\d+)\s*(?::\s*(.*))?$",
     re.I,
 )
-_REDMINE_BY_RE = re.compile(r"^(?:Updated|Added)\s+by\s+(.+?)\s+((?:about|over|almost|less than)?\s*.*?\s+ago|\d{4}-\d\d-\d\d.*?)\s*\.?$", re.I)
+_REDMINE_BY_RE = re.compile(
+    r"^(?:Updated|Added)\s+by\s+(.+?)\s+((?:about|over|almost|less than)?\s*.*?\s+ago|\d{4}-\d\d-\d\d.*?)\s*\.?$",
+    re.I,
+)
 _REDMINE_HOST_RE = re.compile(r"https?://([\w.\-]+)/issues/\d+")
 _RELATIVE_RE = re.compile(r"(\d+|an?|a few)?\s*(minute|hour|day|month|year)s?", re.I)
 
@@ -98,10 +101,22 @@ def _with_history(top: ParsedMessage, body: str) -> list[ParsedMessage]:
         earlier.recovered = True
         earlier.position = f"page, quoted message {len(result)}"
         prev = result[-1]
+        earlier.date = _before(earlier.date, prev.date)
         prev.in_reply_to = earlier.message_id
         prev.references = [earlier.message_id]
         result.append(earlier)
     return result
+
+
+def _before(date: datetime | None, reply_date: datetime | None) -> datetime | None:
+    """A quoted message is older than its reply. Attribution dates carry no zone, so one that
+    lands after the reply is read as local time: shifted back by whole hours (at most 14)."""
+    if date is None or reply_date is None or date <= reply_date:
+        return date
+    hours = -(-(date - reply_date) // timedelta(hours=1))
+    if hours <= 14:
+        return date - timedelta(hours=hours)
+    return reply_date - timedelta(minutes=1)
 
 
 def _modmbox(text: str, source_file: str, raw: bytes, list_name: str | None) -> list[ParsedMessage]:
@@ -128,7 +143,8 @@ def _modmbox(text: str, source_file: str, raw: bytes, list_name: str | None) -> 
     body = "\n".join(body_lines).strip("\n")
     name, email = parse_author(fields["from"].replace("<>", ""))
     listed = fields.get("list", "")
-    lst = list_name or (listed.split("@")[0].lower() if listed else None) or archive or list_name_from_tag(fields["subject"])
+    lst = (list_name or (listed.split("@")[0].lower() if listed else None) or archive
+           or list_name_from_tag(fields["subject"]))
     top = _message(subject=fields["subject"], name=name, email=email, date=parse_date(fields["date"]), body=body,
                    list_name=lst, source_file=source_file, raw=raw, kind="modmbox")
     return _with_history(top, body)
@@ -165,8 +181,11 @@ def _relative_date(text: str, now: datetime) -> datetime | None:
     count_text = (m.group(1) or "1").lower()
     count = 1 if count_text in ("a", "an") else 3 if count_text == "a few" else int(count_text)
     unit = m.group(2).lower()
-    delta = relativedelta(**{f"{unit}s": count}) if unit in ("month", "year") else timedelta(**{f"{unit}s": count})
-    return (now - delta).replace(second=0, microsecond=0)
+    if unit == "month":
+        return (now - relativedelta(months=count)).replace(second=0, microsecond=0)
+    if unit == "year":
+        return (now - relativedelta(years=count)).replace(second=0, microsecond=0)
+    return (now - timedelta(**{f"{unit}s": count})).replace(second=0, microsecond=0)
 
 
 def _redmine(text: str, source_file: str, raw: bytes, list_name: str | None, now: datetime) -> ParsedMessage:

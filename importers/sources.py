@@ -19,7 +19,9 @@ from .model import ImportProblem, ParsedMessage
 FORMATS = ("auto", "mbox", "maildir", "eml", "pipermail", "page")
 _GZIP_MAGIC = b"\x1f\x8b"
 _HEADER_LINE_RE = re.compile(rb"^[!-9;-~]{1,80}:[ \t]?")
-_PIPERMAIL_NAME_RE = re.compile(r"^(?P<list>.+?)[_-](?P<year>\d{4})-(?P<month>[A-Za-z]+)(?:[_-]html)?(?:\.txt)?(?:\.gz)?$")
+_PIPERMAIL_NAME_RE = re.compile(
+    r"^(?P<list>.+?)[_-](?P<year>\d{4})-(?P<month>[A-Za-z]+)(?:[_-]html)?(?:\.txt)?(?:\.gz)?$"
+)
 _MONTH_NAME_RE = re.compile(r"^\d{4}-[A-Za-z]+(?:\.txt)?(?:\.gz)?$")
 _INDEX_PAGES = {"date.html", "thread.html", "subject.html", "author.html", "index.html"}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
 from functools import wraps
 from typing import Any
 
@@ -14,7 +13,7 @@ from sqlmodel import Session, select
 from .db import db
 from .models import ApiToken, User, utcnow
 
-TOKEN_PREFIX = "esk_"
+TOKEN_PREFIX = "esk_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
 
 def hash_token(token: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup, with_appcontext
 from sqlmodel import select
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(demo_group)
 
 
-@click.group("db", help="Database schema.")
+@click.group("db", cls=AppGroup, help="Database schema.")
 def db_group() -> None:
     pass
 
@@ -58,6 +59,7 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@with_appcontext
 def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[Path, ...]) -> None:
     summary = run_import(list(paths), fmt=fmt, list_name=list_name, show_progress=sys.stderr.isatty())
     if as_json:
@@ -69,7 +71,7 @@ def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[
         click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
 
 
-@click.group("lists", help="Mailing lists and their role.")
+@click.group("lists", cls=AppGroup, help="Mailing lists and their role.")
 def lists_group() -> None:
     pass
 
@@ -94,7 +96,7 @@ def lists_set_role(name: str, role: str) -> None:
     click.echo(f"{name.lower()} is a {role} list")
 
 
-@click.group("people", help="People who wrote to the lists.")
+@click.group("people", cls=AppGroup, help="People who wrote to the lists.")
 def people_group() -> None:
     pass
 
@@ -112,7 +114,7 @@ def people_set_role(email: str, role: str) -> None:
     click.echo(f"{email} is now {role}")
 
 
-@click.group("users", help="Accounts.")
+@click.group("users", cls=AppGroup, help="Accounts.")
 def users_group() -> None:
     pass
 
@@ -129,7 +131,7 @@ def users_create(email: str, name: str, role: str) -> None:
     click.echo(f"created {role} {email.lower()}")
 
 
-@click.group("tokens", help="API tokens (shown once, stored hashed).")
+@click.group("tokens", cls=AppGroup, help="API tokens (shown once, stored hashed).")
 def tokens_group() -> None:
     pass
 
@@ -147,7 +149,7 @@ def tokens_create(email: str, scopes: str) -> None:
     click.echo(token)
 
 
-@click.group("demo", help="The demo data set.")
+@click.group("demo", cls=AppGroup, help="The demo data set.")
 def demo_group() -> None:
     pass
 

@@ -20,7 +20,7 @@ from importers.model import ImportProblem, ParsedMessage
 from importers.sources import iter_path
 from importers.text import clean_text, is_reply_subject, name_key, normalize_subject, subject_key
 
-from .models import ImportProblemRow, utcnow, ImportRun, MailingList, Message, MessageRef, Person, Thread
+from .models import ImportProblemRow, ImportRun, MailingList, Message, MessageRef, Person, Thread, utcnow
 
 MSG = Message.__table__
 REF = MessageRef.__table__
@@ -44,7 +44,9 @@ def fingerprint(msg: ParsedMessage) -> str | None:
     who = msg.author_email or name_key(msg.author_name)
     if not who:
         return None
-    key = f"{who}|{msg.date.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')}|{subject_key(msg.subject)}"
+    # The whole subject (reply prefix included), so a quick reply to oneself is not taken for a copy.
+    subject = " ".join(msg.subject.split()).casefold()
+    key = f"{who}|{msg.date.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')}|{subject}"
     return hashlib.sha1(key.encode("utf-8", "replace")).hexdigest()
 
 
@@ -154,8 +156,8 @@ class Ingest:
                 except Exception as exc:  # noqa: BLE001
                     self.session.rollback()
                     self._lists.clear()
-                    self.result.problems.append(ImportProblem(msg.source_file, msg.position,
-                                                              f"could not store: {exc.__class__.__name__}: {exc}"[:500]))
+                    reason = f"could not store: {exc.__class__.__name__}: {exc}"[:500]
+                    self.result.problems.append(ImportProblem(msg.source_file, msg.position, reason))
 
     def _count(self, outcomes: list[bool], touched: set[int]) -> None:
         self.result.messages_new += sum(outcomes)
@@ -238,8 +240,9 @@ class Ingest:
                 ml = MailingList(name=name, role=list_role_for(name))
                 self.session.add(ml)
                 self.session.flush()
-                row = (ml.id, ml.role)
-            self._lists[name] = (int(row[0]), str(row[1]))
+                self._lists[name] = (int(ml.id or 0), ml.role)
+            else:
+                self._lists[name] = (int(row[0]), str(row[1]))
         return self._lists[name]
 
     def _person(self, msg: ParsedMessage, list_role: str) -> int | None:

@@ -55,9 +55,9 @@ def list_threads(session: Session, *, list_name: str | None = None, since: datet
     if list_name:
         q = q.where(MailingList.name == list_name.lower())
     if since:
-        q = q.where(Thread.last_date >= since)
+        q = q.where(Thread.__table__.c.last_date >= since)
     if until:
-        q = q.where(Thread.first_date <= until)
+        q = q.where(Thread.__table__.c.first_date <= until)
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
     rows = session.execute(q.order_by(Thread.last_date.desc().nulls_last(), Thread.id.desc())
                            .limit(limit).offset(offset)).all()

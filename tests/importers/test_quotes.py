@@ -14,7 +14,7 @@ def test_new_text_drops_quotes_signature_and_list_footer():
 
 
 def test_pipermail_next_part_is_not_new_text():
-    split = split_new_text("Fixed in master.\n-------------- next part --------------\nAn HTML attachment was scrubbed...")
+    split = split_new_text("Fixed in master.\n-------------- next part --------------\nAn HTML attachment was scrubbed")
     assert split.new_text == "Fixed in master."
 
 

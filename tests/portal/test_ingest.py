@@ -1,0 +1,196 @@
+"""Import into a real database: counts, idempotency, cross-form de-duplication, threading."""
+
+import gzip
+import shutil
+
+from sqlalchemy import func
+from sqlalchemy import select as sa_select
+from sqlmodel import select
+
+from portal.models import ImportProblemRow, ImportRun, MailingList, Message, Person, Thread
+
+
+def _msg(mid, subject, frm="Ann <ann@ops.example>", date="Mon, 1 Sep 2014 10:00:00 +0000", extra="", body="hello"):
+    return (f"From x@y Mon Sep  1 10:00:00 2014\nFrom: {frm}\nDate: {date}\nSubject: {subject}\n"
+            f"Message-ID: <{mid}>\n{extra}\n{body}\n\n")
+
+
+def _count(session, model):
+    return session.execute(sa_select(func.count()).select_from(model)).scalar_one()
+
+
+def test_whole_corpus_imports_without_crash_and_reimport_adds_nothing(shared, import_paths, session):
+    c = shared / "corpus"
+    paths = [c / "mbox", c / "maildir", c / "eml", c / "pipermail", c / "hyperkitty", shared / "seeds"]
+    first = import_paths(*paths)
+    assert first["messages_new"] > 1500
+    assert first["messages_new"] + first["duplicates"] + len(first["problems"]) >= first["messages_seen"]
+    for p in first["problems"]:
+        assert p["file"] and p["where"] and p["reason"]
+    second = import_paths(*paths)
+    assert second["messages_new"] == 0 and second["threads_touched"] == 0
+    assert second["duplicates"] == first["messages_new"] + first["duplicates"]
+    assert _count(session, Message) == first["messages_new"]
+    runs = session.exec(select(ImportRun).order_by(ImportRun.id)).all()
+    assert [r.messages_new for r in runs] == [first["messages_new"], 0]
+    assert _count(session, ImportProblemRow) == 2 * len(first["problems"])
+
+
+def test_mbox_counts_match_an_independent_count(shared, import_paths):
+    import mailbox
+
+    path = shared / "corpus/mbox/ponymail/maven-dev-2017-11-listsao.mbox"
+    result = import_paths(path)
+    box = mailbox.mbox(str(path), create=False)
+    expected = len(box)
+    box.close()
+    assert result["messages_new"] + result["duplicates"] == expected
+    assert result["problems"] == []
+
+
+def test_html_pages_of_a_month_imported_from_txt_gz_add_nothing(shared, import_paths, session):
+    base = shared / "corpus/pipermail/twisted"
+    txt = import_paths(base / "twisted-web_2020-October.txt.gz")
+    assert txt["messages_new"] == 1
+    html = import_paths(base / "twisted-web-2020-October-html")
+    assert html["messages_new"] == 0 and html["duplicates"] == 1
+    assert session.exec(select(Message)).one().message_id_generated is False
+
+
+def test_html_first_then_txt_adopts_the_real_message_id(shared, import_paths, session):
+    base = shared / "corpus/pipermail/twisted"
+    assert import_paths(base / "twisted-web-2020-October-html")["messages_new"] == 1
+    assert import_paths(base / "twisted-web_2020-October.txt.gz")["messages_new"] == 0
+    msg = session.exec(select(Message)).one()
+    assert msg.message_id == "a198871f-8bd0-38b7-a188-3acca3d171e3@thieprojects.ch"
+
+
+def test_three_apache_download_flavours_are_stored_once(shared, import_paths):
+    base = shared / "corpus/mbox/ponymail"
+    first = import_paths(base / "maven-dev-2017-11-mboxvm.mbox")
+    again = import_paths(base / "maven-dev-2017-11-mailarchivesao.mbox", base / "maven-dev-2017-11-listsao.mbox")
+    assert first["messages_new"] > 300
+    assert again["messages_new"] <= 3  # listsao holds three messages the other downloads lack
+
+
+def test_one_malformed_message_never_loses_the_good_ones(tmp_path, import_paths, session):
+    archive = tmp_path / "ops.mbox"
+    archive.write_text(
+        _msg("a@x", "[ops] Quota drift") + "From x@y Mon Sep  1 10:00:00 2014\nX-Broken: yes\n\n\n"
+        + _msg("b@x", "Re: [ops] Quota drift", extra="In-Reply-To: <a@x>\n"),
+        encoding="utf-8",
+    )
+    result = import_paths(archive, list_name="ops")
+    assert result["messages_new"] == 2
+    [problem] = result["problems"]
+    assert problem["file"] == str(archive) and problem["where"] == "line 9 (message 2)"
+    assert _count(session, Thread) == 1
+
+
+def test_gzip_is_found_by_content_not_name(tmp_path, import_paths):
+    raw = _msg("g@x", "Gzipped").encode()
+    (tmp_path / "month.archive").write_bytes(gzip.compress(raw))
+    assert import_paths(tmp_path / "month.archive")["messages_new"] == 1
+
+
+def test_threading_children_first_ghost_parents_and_subject_fallback(tmp_path, import_paths, session):
+    # The reply arrives before its parent; two siblings share a parent that is never archived.
+    (tmp_path / "a.mbox").write_text(
+        _msg("child@x", "Re: Cells regression", extra="In-Reply-To: <root@x>\nReferences: <root@x>\n")
+        + _msg("s1@x", "Re: Ghost", extra="References: <ghost@x>\n")
+        + _msg("s2@x", "Re: Ghost", frm="Bob <bob@dev.example>", extra="References: <ghost@x>\n"),
+        encoding="utf-8")
+    (tmp_path / "b.mbox").write_text(_msg("root@x", "Cells regression", date="Sun, 31 Aug 2014 09:00:00 +0000"),
+                                     encoding="utf-8")
+    import_paths(tmp_path / "a.mbox", list_name="ops")
+    import_paths(tmp_path / "b.mbox", list_name="ops")
+    threads = session.exec(select(Thread).order_by(Thread.id)).all()
+    assert sorted(t.message_count for t in threads) == [2, 2]
+    cells = next(t for t in threads if t.subject == "Cells regression")
+    msgs = session.exec(select(Message).where(Message.thread_id == cells.id).order_by(Message.date)).all()
+    assert [m.message_id for m in msgs] == ["root@x", "child@x"]
+    assert msgs[1].parent_id == msgs[0].id
+    # A header-less reply joins by subject within the window.
+    (tmp_path / "c.mbox").write_text(
+        "From x@y Mon Sep  1 10:00:00 2014\nFrom: Cy <cy@ops.example>\nDate: Tue, 2 Sep 2014 10:00:00 +0000\n"
+        "Subject: RE: Cells regression\n\nme too\n", encoding="utf-8")
+    import_paths(tmp_path / "c.mbox", list_name="ops")
+    session.expire_all()
+    assert session.get(Thread, cells.id).message_count == 3
+
+
+def test_people_merge_by_name_then_address_and_roles_come_from_the_list(tmp_path, import_paths, session, shared):
+    import_paths(shared / "seeds/000_8e50db02ec839059.txt")  # names without addresses
+    (tmp_path / "m.mbox").write_text(_msg("r@x", "Hello", frm="Remi Bergsma <remi@example.org>"), encoding="utf-8")
+    import_paths(tmp_path / "m.mbox", list_name="cloudstack-dev")
+    remis = session.exec(select(Person).where(Person.name_key == "remi bergsma")).all()
+    assert len(remis) == 1 and remis[0].email == "remi@example.org"
+    assert remis[0].role == "developer"
+    ml = session.exec(select(MailingList).where(MailingList.name == "cloudstack-dev")).one()
+    assert ml.role == "developer"
+
+
+def test_seeds_import_with_their_history_once(shared, import_paths, session, tmp_path):
+    first = import_paths(shared / "seeds")
+    assert first["problems"] == []
+    assert first["messages_new"] >= 5 + 10
+    # Pasting the same page again, under another file name, adds nothing.
+    copy = tmp_path / "paste-again.txt"
+    shutil.copy(shared / "seeds/000_8e50db02ec839059.txt", copy)
+    assert import_paths(copy)["messages_new"] == 0
+    thread = session.exec(select(Thread).where(Thread.subject == "Blameless post mortem")).one()
+    assert thread.message_count == 11
+    redmine = session.exec(select(Message).where(Message.subject.contains("#175518"))).one()
+    assert redmine.source_format == "page-redmine"
+
+
+def test_maildir_with_cur_and_new(tmp_path, import_paths):
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "box" / sub).mkdir(parents=True)
+    (tmp_path / "box/cur/1:2,S").write_text(_msg("m1@x", "One").split("\n", 1)[1], encoding="utf-8")
+    (tmp_path / "box/new/2").write_text(_msg("m2@x", "Two").split("\n", 1)[1], encoding="utf-8")
+    (tmp_path / "box/new/3").write_text("", encoding="utf-8")
+    result = import_paths(tmp_path / "box")
+    assert result["messages_new"] == 2
+    assert [p["file"].endswith("3") for p in result["problems"]] == [True]
+
+
+def test_missing_path_is_a_problem_not_a_crash(import_paths, tmp_path):
+    result = import_paths(tmp_path / "nope.mbox")
+    assert result["messages_new"] == 0 and result["problems"][0]["reason"] == "no such file or folder"
+
+
+def test_unknown_file_is_reported(import_paths, tmp_path):
+    (tmp_path / "notes.bin").write_bytes(b"\x00\x01binary junk")
+    [problem] = import_paths(tmp_path / "notes.bin")["problems"]
+    assert "not a mail archive" in problem["reason"]
+
+
+def test_nul_bytes_and_odd_charsets_are_stored(tmp_path, import_paths, session):
+    raw = (b"From x@y Mon Sep  1 10:00:00 2014\nFrom: =?iso-8859-1?q?G=F6ran?= <g@x.org>\n"
+           b"Subject: =?utf-8?b?w4Rwb2NhbHlwc2U=?=\nDate: Mon, 1 Sep 2014 10:00:00 +0000\nMessage-ID: <n@x>\n"
+           b"Content-Type: text/plain; charset=x-unknown\n\nnul\x00here \xe9t\xe9\n\n")
+    (tmp_path / "odd.mbox").write_bytes(raw)
+    assert import_paths(tmp_path / "odd.mbox")["messages_new"] == 1
+    msg = session.exec(select(Message)).one()
+    assert msg.subject == "Äpocalypse" and "\x00" not in msg.new_text and "été" in msg.new_text
+    person = session.get(Person, msg.person_id)
+    assert person.name == "Göran"
+
+
+def test_fedora_month_threads_like_its_own_thread_index(shared, import_paths, session):
+    """The archive's own thread.html is an independent count of messages."""
+    import re
+
+    base = shared / "corpus/pipermail/fedora-devel"
+    index = gzip.open(base / "2010-January_thread.html.gz").read().decode("utf-8", "replace")
+    expected = len(set(re.findall(r'href="(msg\d+\.html)"', index, re.I)))
+    result = import_paths(base / "2010-January.txt.gz")
+    assert result["messages_new"] + result["duplicates"] == expected
+    assert _count(session, Thread) < expected / 2  # replies are threaded, not one thread each
+
+
+def test_empty_folder_imports_nothing(tmp_path, import_paths):
+    (tmp_path / "empty").mkdir()
+    result = import_paths(tmp_path / "empty")
+    assert (result["messages_new"], result["duplicates"], result["problems"]) == (0, 0, [])
