@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlmodel import Session
 
 from importers.model import ImportProblem, ParsedMessage
@@ -82,6 +82,8 @@ class Ingest:
         self.batch_size = batch_size
         self.window = timedelta(days=subject_window_days)
         self._lists: dict[str, tuple[int, str]] = {}
+        # Person ids by ("e", address) and ("n", name key); people repeat across a whole archive.
+        self._people: dict[tuple[str, str], int] = {}
         self.result = ImportResult()
 
     # -- public -------------------------------------------------------------------------------
@@ -137,82 +139,165 @@ class Ingest:
     def _store_batch(self, batch: list[ParsedMessage]) -> None:
         snapshot = (self.result.messages_new, self.result.duplicates, set(self.result.threads))
         try:
-            touched: set[int] = set()
-            outcomes = [self._store_one(m, touched) for m in batch]
-            self._refresh_threads(touched)
+            new, dups, touched = self._write_batch(batch)
             self.session.commit()
-            self._count(outcomes, touched)
+            self._count(new, dups, touched)
         except Exception:  # noqa: BLE001 - retry one by one to isolate the bad message
             self.session.rollback()
-            self._lists.clear()
+            self._forget_caches()
             self.result.messages_new, self.result.duplicates, self.result.threads = snapshot
             for msg in batch:
-                touched = set()
                 try:
-                    outcome = self._store_one(msg, touched)
-                    self._refresh_threads(touched)
+                    new, dups, touched = self._write_batch([msg])
                     self.session.commit()
-                    self._count([outcome], touched)
+                    self._count(new, dups, touched)
                 except Exception as exc:  # noqa: BLE001
                     self.session.rollback()
-                    self._lists.clear()
+                    self._forget_caches()
                     reason = f"could not store: {exc.__class__.__name__}: {exc}"[:500]
                     self.result.problems.append(ImportProblem(msg.source_file, msg.position, reason))
 
-    def _count(self, outcomes: list[bool], touched: set[int]) -> None:
-        self.result.messages_new += sum(outcomes)
-        self.result.duplicates += len(outcomes) - sum(outcomes)
+    def _forget_caches(self) -> None:
+        self._lists.clear()
+        self._people.clear()
+
+    def _count(self, new: int, dups: int, touched: set[int]) -> None:
+        self.result.messages_new += new
+        self.result.duplicates += dups
         self.result.threads |= touched
 
-    # -- one message --------------------------------------------------------------------------
-
-    def _store_one(self, msg: ParsedMessage, touched: set[int]) -> bool:
-        """Store one message; False when it was already there."""
+    def _write_batch(self, batch: list[ParsedMessage]) -> tuple[int, int, set[int]]:
+        """Store a batch with a handful of statements: look everything up at once, thread in
+        memory, insert in bulk. Returns (new, duplicates, threads touched)."""
         s = self.session
-        fp = fingerprint(msg)
-        if s.execute(select(MSG.c.id).where(MSG.c.message_id == msg.message_id)).first():
-            return False
-        if fp:
-            same = s.execute(select(MSG.c.id, MSG.c.message_id_generated, MSG.c.thread_id)
-                             .where(MSG.c.fingerprint == fp)).first()
-            if same:
-                if same.message_id_generated and not msg.message_id_generated:
-                    self._adopt_real_id(same.id, same.thread_id, msg, touched)
-                return False
-        list_id, list_role = self._list(msg.list_name or "unknown")
-        person_id = self._person(msg, list_role)
-        thread_id, parent_id = self._thread_for(msg, list_id, touched)
-        row = {
-            "message_id": msg.message_id[:998],
-            "message_id_generated": msg.message_id_generated,
+        touched: set[int] = set()
+        fresh, dups = self._drop_duplicates(batch, touched)
+        if not fresh:
+            return 0, dups, touched
+        # Every id any fresh message is or names: what the database already knows of them.
+        keys = {k for m, _fp in fresh for k in (m.message_id, *m.references, m.in_reply_to) if k}
+        known: dict[str, tuple[int | None, int]] = {}
+        ref_threads: dict[str, set[int]] = {}
+        for chunk in _chunks(sorted(keys)):
+            for pk, mid, tid in s.execute(select(MSG.c.id, MSG.c.message_id, MSG.c.thread_id)
+                                          .where(MSG.c.message_id.in_(chunk))):
+                known[mid] = (pk, tid)
+            for ref, tid in s.execute(select(REF.c.ref, MSG.c.thread_id).join(MSG, REF.c.message_pk == MSG.c.id)
+                                      .where(REF.c.ref.in_(chunk)).distinct()):
+                ref_threads.setdefault(ref, set()).add(tid)
+        alias: dict[int, int] = {}
+
+        def find(tid: int) -> int:
+            while tid in alias:
+                tid = alias[tid]
+            return tid
+
+        rows: list[dict[str, object]] = []
+        pending_parent: list[tuple[int, str]] = []  # (row index, parent Message-ID in this batch)
+        for m, fp in fresh:
+            list_id, list_role = self._list(m.list_name or "unknown")
+            refs = [r for r in dict.fromkeys([*m.references, *([m.in_reply_to] if m.in_reply_to else [])]) if r]
+            threads = {find(known[k][1]) for k in (m.message_id, *refs) if k in known}
+            for k in (m.message_id, *refs):
+                threads |= {find(t) for t in ref_threads.get(k, ())}
+            if threads:
+                tid = self._merge(sorted(threads), touched, alias)
+            else:
+                tid = self._subject_thread(m, list_id, refs) or self._new_thread(m, list_id)
+            parent_pk = None
+            for candidate in ([m.in_reply_to] if m.in_reply_to else []) + list(reversed(refs)):
+                if candidate in known:
+                    parent_pk = known[candidate][0]
+                    if parent_pk is None:
+                        pending_parent.append((len(rows), candidate))
+                    break
+            known[m.message_id] = (None, tid)
+            for r in refs:
+                ref_threads.setdefault(r, set()).add(tid)
+            rows.append(self._row(m, fp, list_id, self._person(m, list_role), tid, parent_pk))
+        for row in rows:
+            row["thread_id"] = find(int(row["thread_id"]))  # type: ignore[arg-type]
+            touched.add(int(row["thread_id"]))  # type: ignore[arg-type]
+        inserted = s.execute(insert(MSG).returning(MSG.c.id, MSG.c.message_id, sort_by_parameter_order=True), rows).all()
+        pk_of = {mid: pk for pk, mid in inserted}
+        updates = [{"pk": inserted[i][0], "parent": pk_of[mid]} for i, mid in pending_parent if mid in pk_of]
+        # Children stored in earlier runs, waiting for these parents.
+        for chunk in _chunks(sorted(pk_of)):
+            for child_pk, irt in s.execute(select(MSG.c.id, MSG.c.in_reply_to).where(
+                    MSG.c.in_reply_to.in_(chunk), MSG.c.parent_id.is_(None))):
+                if child_pk != pk_of[irt]:
+                    updates.append({"pk": child_pk, "parent": pk_of[irt]})
+        if updates:
+            s.execute(update(MSG).where(MSG.c.id == bindparam("pk")).values(parent_id=bindparam("parent")), updates)
+        ref_rows = [{"message_pk": pk_of[m.message_id], "ref": r[:998]}
+                    for m, _fp in fresh for r in dict.fromkeys(m.references) if r]
+        if ref_rows:
+            s.execute(insert(REF), ref_rows)
+        touched = {find(t) for t in touched}
+        self._refresh_threads(touched)
+        return len(rows), dups, touched
+
+    def _drop_duplicates(self, batch: list[ParsedMessage], touched: set[int]
+                         ) -> tuple[list[tuple[ParsedMessage, str | None]], int]:
+        """Messages not stored yet (by Message-ID, then by fingerprint), and how many were."""
+        s = self.session
+        fps = [fingerprint(m) for m in batch]
+        have_ids: set[str] = set()
+        have_fps: dict[str, tuple[int, bool, int]] = {}
+        for chunk in _chunks([m.message_id for m in batch]):
+            have_ids |= {mid for (mid,) in s.execute(select(MSG.c.message_id).where(MSG.c.message_id.in_(chunk)))}
+        for chunk in _chunks([fp for fp in fps if fp]):
+            for pk, fp, generated, tid in s.execute(select(MSG.c.id, MSG.c.fingerprint, MSG.c.message_id_generated,
+                                                           MSG.c.thread_id).where(MSG.c.fingerprint.in_(chunk))):
+                have_fps[fp] = (pk, generated, tid)
+        fresh: list[tuple[ParsedMessage, str | None]] = []
+        seen_ids: set[str] = set()
+        seen_fps: dict[str, int] = {}  # fingerprint -> index in fresh
+        dups = 0
+        for m, fp in zip(batch, fps, strict=True):
+            if m.message_id in have_ids or m.message_id in seen_ids:
+                dups += 1
+                continue
+            if fp and fp in seen_fps:
+                earlier = fresh[seen_fps[fp]][0]
+                if earlier.message_id_generated and not m.message_id_generated:
+                    fresh[seen_fps[fp]] = (m, fp)  # the copy with a real Message-ID wins
+                    seen_ids.add(m.message_id)
+                dups += 1
+                continue
+            if fp and fp in have_fps:
+                pk, generated, tid = have_fps[fp]
+                if generated and not m.message_id_generated:
+                    self._adopt_real_id(pk, tid, m, touched)
+                dups += 1
+                continue
+            seen_ids.add(m.message_id)
+            if fp:
+                seen_fps[fp] = len(fresh)
+            fresh.append((m, fp))
+        return fresh, dups
+
+    def _row(self, m: ParsedMessage, fp: str | None, list_id: int, person_id: int | None, thread_id: int,
+             parent_pk: int | None) -> dict[str, object]:
+        return {
+            "message_id": m.message_id[:998],
+            "message_id_generated": m.message_id_generated,
             "fingerprint": fp,
             "list_id": list_id,
             "thread_id": thread_id,
-            "parent_id": parent_id,
+            "parent_id": parent_pk,
             "person_id": person_id,
-            "subject": clean_text(msg.subject),
-            "date": _naive(msg.date),
-            "in_reply_to": msg.in_reply_to[:998] if msg.in_reply_to else None,
-            "new_text": clean_text(msg.new_text),
-            "quoted_text": clean_text(msg.quoted_text),
-            "raw": zlib.compress(msg.raw, 3),
-            "source_format": msg.source_format[:40],
-            "source_file": clean_text(msg.source_file),
-            "recovered": msg.recovered,
+            "subject": clean_text(m.subject),
+            "date": _naive(m.date),
+            "in_reply_to": m.in_reply_to[:998] if m.in_reply_to else None,
+            "new_text": clean_text(m.new_text),
+            "quoted_text": clean_text(m.quoted_text),
+            "raw": zlib.compress(m.raw, 3),
+            "source_format": m.source_format[:40],
+            "source_file": clean_text(m.source_file),
+            "recovered": m.recovered,
             "imported_at": utcnow(),
         }
-        pk = s.execute(insert(MSG).values(**row)).inserted_primary_key[0]
-        self._add_refs(pk, msg)
-        # Children that arrived before their parent now point at it.
-        s.execute(update(MSG).where(MSG.c.in_reply_to == msg.message_id, MSG.c.parent_id.is_(None))
-                  .values(parent_id=pk))
-        touched.add(thread_id)
-        return True
-
-    def _add_refs(self, pk: int, msg: ParsedMessage) -> None:
-        refs = list(dict.fromkeys(r[:998] for r in msg.references if r))
-        if refs:
-            self.session.execute(insert(REF), [{"message_pk": pk, "ref": r} for r in refs])
 
     def _adopt_real_id(self, pk: int, thread_id: int, msg: ParsedMessage, touched: set[int]) -> None:
         """A message stored from a page without headers meets its real Message-ID: take it, and
@@ -226,9 +311,9 @@ class Ingest:
         if new_refs:
             s.execute(insert(REF), [{"message_pk": pk, "ref": r[:998]} for r in new_refs])
         related = self._related_threads([msg.message_id, *msg.references]) - {thread_id}
-        if related:
-            self._merge([thread_id, *related], touched)
-        touched.add(self._thread_of(pk))
+        keep = self._merge([thread_id, *related], touched, {}) if related else thread_id
+        touched.add(keep)
+        self._refresh_threads({keep})
 
     # -- lists and people ---------------------------------------------------------------------
 
@@ -246,12 +331,18 @@ class Ingest:
         return self._lists[name]
 
     def _person(self, msg: ParsedMessage, list_role: str) -> int | None:
-        s = self.session
         email = clean_text(msg.author_email).strip().lower()[:320] or None
         name = clean_text(msg.author_name).strip()[:300]
         key = name_key(name)[:300]
         if not email and not key:
             return None
+        cache_key = ("e", email) if email else ("n", key)
+        if cache_key not in self._people:
+            self._people[cache_key] = self._find_or_add_person(email, name, key, list_role)
+        return self._people[cache_key]
+
+    def _find_or_add_person(self, email: str | None, name: str, key: str, list_role: str) -> int:
+        s = self.session
         if email:
             row = s.execute(select(Person.id, Person.name).where(Person.email == email)).first()
             if row:
@@ -273,12 +364,9 @@ class Ingest:
                         else "unknown")
         s.add(person)
         s.flush()
-        return person.id
+        return int(person.id or 0)
 
     # -- threading ----------------------------------------------------------------------------
-
-    def _thread_of(self, pk: int) -> int:
-        return int(self.session.execute(select(MSG.c.thread_id).where(MSG.c.id == pk)).scalar_one())
 
     def _related_threads(self, ids: list[str]) -> set[int]:
         """Threads of messages that share any of these ids (as their own id or as a reference):
@@ -291,45 +379,38 @@ class Ingest:
             select(MSG.c.thread_id).join(REF, REF.c.message_pk == MSG.c.id).where(REF.c.ref.in_(ids)).distinct())}
         return found
 
-    def _thread_for(self, msg: ParsedMessage, list_id: int, touched: set[int]) -> tuple[int, int | None]:
-        s = self.session
-        parent_id = None
-        refs = [r for r in dict.fromkeys(msg.references) if r]
-        if msg.in_reply_to and msg.in_reply_to not in refs:
-            refs.append(msg.in_reply_to)
-        if refs:
-            rows = s.execute(select(MSG.c.id, MSG.c.message_id).where(MSG.c.message_id.in_(refs))).all()
-            by_id = {r.message_id: r.id for r in rows}
-            for candidate in ([msg.in_reply_to] if msg.in_reply_to else []) + list(reversed(refs)):
-                if candidate in by_id:
-                    parent_id = by_id[candidate]
-                    break
-        threads = self._related_threads([msg.message_id, *refs])
-        if threads:
-            return self._merge(sorted(threads), touched), parent_id
-        if msg.subject and (is_reply_subject(msg.subject) or msg.headerless or not refs):
-            key = subject_key(msg.subject)
-            if key:
-                q = select(THREAD.c.id).where(THREAD.c.list_id == list_id, THREAD.c.subject_key == key)
-                if msg.date is not None and (is_reply_subject(msg.subject) or msg.headerless):
-                    d = _naive(msg.date)
-                    assert d is not None
-                    q = q.where(or_(THREAD.c.last_date.is_(None), THREAD.c.last_date >= d - self.window),
-                                or_(THREAD.c.first_date.is_(None), THREAD.c.first_date <= d + self.window))
-                    row = s.execute(q.order_by(THREAD.c.last_date.desc()).limit(1)).first()
-                    if row:
-                        return int(row.id), parent_id
-        tid = s.execute(insert(THREAD).values(list_id=list_id, subject=clean_text(normalize_subject(msg.subject)),
-                                              subject_key=subject_key(msg.subject), message_count=0)
-                        ).inserted_primary_key[0]
-        return int(tid), parent_id
+    def _subject_thread(self, msg: ParsedMessage, list_id: int, refs: list[str]) -> int | None:
+        """JWZ's subject grouping, narrowed: a reply (or a message from an archive without
+        headers) joins the latest same-subject thread of its list within the window."""
+        if not msg.subject or msg.date is None or not (is_reply_subject(msg.subject) or msg.headerless):
+            return None
+        key = subject_key(msg.subject)
+        if not key:
+            return None
+        d = _naive(msg.date)
+        assert d is not None
+        row = self.session.execute(
+            select(THREAD.c.id).where(
+                THREAD.c.list_id == list_id, THREAD.c.subject_key == key,
+                or_(THREAD.c.last_date.is_(None), THREAD.c.last_date >= d - self.window),
+                or_(THREAD.c.first_date.is_(None), THREAD.c.first_date <= d + self.window),
+            ).order_by(THREAD.c.last_date.desc()).limit(1)).first()
+        return int(row.id) if row else None
 
-    def _merge(self, thread_ids: list[int], touched: set[int]) -> int:
+    def _new_thread(self, msg: ParsedMessage, list_id: int) -> int:
+        d = _naive(msg.date)
+        values = {"list_id": list_id, "subject": clean_text(normalize_subject(msg.subject)) or "(no subject)",
+                  "subject_key": subject_key(msg.subject), "message_count": 0, "first_date": d, "last_date": d}
+        return int(self.session.execute(insert(THREAD).values(**values)).inserted_primary_key[0])
+
+    def _merge(self, thread_ids: list[int], touched: set[int], alias: dict[int, int]) -> int:
         """Fold several threads into the oldest one; returns the one kept."""
         keep, *others = sorted(set(thread_ids))
         if others:
             self.session.execute(update(MSG).where(MSG.c.thread_id.in_(others)).values(thread_id=keep))
             self.session.execute(delete(THREAD).where(THREAD.c.id.in_(others)))
+            for other in others:
+                alias[other] = keep
             touched.difference_update(others)
             self.result.threads.difference_update(others)
         touched.add(keep)
@@ -338,13 +419,36 @@ class Ingest:
     def _refresh_threads(self, thread_ids: set[int]) -> None:
         """Recompute count, dates and subject of the threads a batch touched."""
         s = self.session
-        for tid in thread_ids:
-            stats = s.execute(select(func.count(), func.min(MSG.c.date), func.max(MSG.c.date))
-                              .where(MSG.c.thread_id == tid)).one()
-            first = s.execute(select(MSG.c.subject).where(MSG.c.thread_id == tid)
-                              .order_by(MSG.c.date.is_(None), MSG.c.date, MSG.c.id).limit(1)).scalar()
-            values: dict[str, object] = {"message_count": stats[0], "first_date": stats[1], "last_date": stats[2]}
-            if first is not None:
-                values["subject"] = normalize_subject(first) or "(no subject)"
-                values["subject_key"] = subject_key(first)
-            s.execute(update(THREAD).where(THREAD.c.id == tid).values(**values))
+        values = []
+        for chunk in _chunks(sorted(thread_ids)):
+            stats = s.execute(select(MSG.c.thread_id, func.count(), func.min(MSG.c.date), func.max(MSG.c.date),
+                                     func.min(MSG.c.id)).where(MSG.c.thread_id.in_(chunk))
+                              .group_by(MSG.c.thread_id)).all()
+            earlier = MSG.alias("earlier")
+            earliest = select(func.min(earlier.c.date)).where(earlier.c.thread_id == MSG.c.thread_id).scalar_subquery()
+            firsts = dict(s.execute(  # the subject of each thread's earliest message (lowest id on ties)
+                select(MSG.c.thread_id, MSG.c.subject).where(MSG.c.thread_id.in_(chunk), MSG.c.date == earliest)
+                .order_by(MSG.c.id.desc())).all())
+            for tid, count, first, last, _min_id in stats:
+                subject = firsts.get(tid)
+                row = {"tid": tid, "count": count, "first": first, "last": last}
+                if subject is not None:
+                    row["subject"] = normalize_subject(subject) or "(no subject)"
+                    row["key"] = subject_key(subject)
+                values.append(row)
+        with_subject = [v for v in values if "subject" in v]
+        without = [v for v in values if "subject" not in v]
+        base = update(THREAD).where(THREAD.c.id == bindparam("tid"))
+        if with_subject:
+            s.execute(base.values(message_count=bindparam("count"), first_date=bindparam("first"),
+                                  last_date=bindparam("last"), subject=bindparam("subject"),
+                                  subject_key=bindparam("key")), with_subject)
+        if without:
+            s.execute(base.values(message_count=bindparam("count"), first_date=bindparam("first"),
+                                  last_date=bindparam("last")), without)
+
+
+def _chunks(items: list, size: int = 500) -> Iterable[list]:
+    """IN-lists of a size every database takes."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -194,3 +194,15 @@ def test_empty_folder_imports_nothing(tmp_path, import_paths):
     (tmp_path / "empty").mkdir()
     result = import_paths(tmp_path / "empty")
     assert (result["messages_new"], result["duplicates"], result["problems"]) == (0, 0, [])
+
+
+def test_page_and_txt_in_one_batch_keep_the_real_id(shared, import_paths, session, tmp_path):
+    base = shared / "corpus/pipermail/twisted"
+    both = tmp_path / "month"
+    shutil.copytree(base / "twisted-web-2020-October-html", both / "a-html")
+    shutil.copy(base / "twisted-web_2020-October.txt.gz", both / "b.txt.gz")
+    first = import_paths(both)
+    assert (first["messages_new"], first["duplicates"]) == (1, 1)
+    assert session.exec(select(Message)).one().message_id_generated is False
+    again = import_paths(both)
+    assert (again["messages_new"], again["threads_touched"]) == (0, 0)
