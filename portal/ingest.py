@@ -218,7 +218,8 @@ class Ingest:
         for row in rows:
             row["thread_id"] = find(int(row["thread_id"]))  # type: ignore[arg-type]
             touched.add(int(row["thread_id"]))  # type: ignore[arg-type]
-        inserted = s.execute(insert(MSG).returning(MSG.c.id, MSG.c.message_id, sort_by_parameter_order=True), rows).all()
+        returning = insert(MSG).returning(MSG.c.id, MSG.c.message_id, sort_by_parameter_order=True)
+        inserted = s.execute(returning, rows).all()
         pk_of = {mid: pk for pk, mid in inserted}
         updates = [{"pk": inserted[i][0], "parent": pk_of[mid]} for i, mid in pending_parent if mid in pk_of]
         # Children stored in earlier runs, waiting for these parents.
