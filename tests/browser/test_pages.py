@@ -1,0 +1,103 @@
+"""The pages as a person sees them: Debian's Chromium driven by Playwright against a real server
+on loopback. Skipped locally when Chromium or Playwright is absent; CI installs both."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+HOSTILE = ("From x@y Mon Sep  1 10:00:00 2014\nFrom: Mallory <m@evil.example>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+           "Subject: <img src=x onerror=alert(1)> quota drift\nMessage-ID: <h@x>\n\n<script>alert(2)</script> body\n\n")
+
+
+def _need_browser():
+    reason = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        reason = "Playwright is not installed"
+    if reason is None and not shutil.which(CHROMIUM):
+        reason = f"{CHROMIUM} is absent (apt-get install chromium)"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests must run in CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def server(app, import_paths, shared, tmp_path):
+    (tmp_path / "hostile.mbox").write_text(HOSTILE, encoding="utf-8")
+    import_paths(tmp_path / "hostile.mbox", list_name="openstack-operators")
+    import_paths(shared / "seeds")
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(5)
+
+
+@pytest.fixture
+def page():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+        pg = context.new_page()
+        dialogs: list[str] = []
+        pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        pg.dialogs = dialogs  # type: ignore[attr-defined]
+        yield pg
+        browser.close()
+
+
+def _fits_phone(pg) -> bool:
+    return pg.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth + 1")
+
+
+def test_thread_list_and_thread_page_on_a_phone(server, page):
+    page.goto(server + "/")
+    assert page.locator("h1").inner_text().startswith("Threads")
+    assert _fits_phone(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "threads-phone.png"), full_page=True)
+    page.get_by_role("link", name="Blameless post mortem").click()
+    page.wait_for_url("**/threads/*")
+    assert page.locator("article.message").count() == 11
+    quoted = page.locator("details.quoted").first
+    assert quoted.get_attribute("open") is None  # quoted text is folded away
+    assert not quoted.locator(".text").is_visible()
+    quoted.locator("summary").click()
+    assert quoted.locator(".text").is_visible()
+    assert _fits_phone(page)
+    page.screenshot(path=str(ARTIFACTS / "thread-phone.png"), full_page=True)
+
+
+def test_filters_show_the_error_beside_the_field(server, page):
+    page.goto(server + "/")
+    page.fill("input[name=since]", "someday")
+    page.click("button[type=submit]")
+    error = page.locator("#since-error")
+    assert error.is_visible() and "date" in error.inner_text()
+    page.select_option("select[name=list]", "openstack-operators")
+    page.fill("input[name=since]", "")
+    page.click("button[type=submit]")
+    assert page.locator("ol.threads li").count() == 2
+
+
+def test_markup_from_archives_never_runs(server, page):
+    page.goto(server + "/?list=openstack-operators")
+    page.get_by_role("link", name="quota drift").click()
+    page.wait_for_load_state("load")
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    assert "<script>alert(2)</script>" in page.locator("article .text").first.inner_text()
