@@ -214,7 +214,12 @@ def _read_all(path: Path, progress: Progress | None) -> bytes:
 
 def _iter_dir(path: Path, fmt: str, list_name: str | None, now: datetime | None,
               progress: Progress | None) -> Iterator[Item]:
-    subdirs = {p.name for p in path.iterdir() if p.is_dir()}
+    try:
+        children = sorted(path.iterdir())
+    except OSError as exc:
+        yield ImportProblem(str(path), "folder", f"cannot list: {exc}")
+        return
+    subdirs = {p.name for p in children if p.is_dir()}
     if fmt == "maildir" or {"cur", "new"} & subdirs and fmt == "auto":
         default = list_name or path.name.lower()
         for sub in ("new", "cur") if {"cur", "new"} & subdirs else ("",):
@@ -222,19 +227,26 @@ def _iter_dir(path: Path, fmt: str, list_name: str | None, now: datetime | None,
             if not folder.is_dir():
                 continue
             for f in sorted(folder.iterdir()):
-                if f.is_file() and not f.name.startswith("."):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                try:
                     data = _read_all(f, progress)
-                    if not data.strip():
-                        yield ImportProblem(str(f), "message 1", "empty file")
-                        continue
-                    yield _parse_one(data, str(f), "message 1", "maildir", None, default, list_name)
+                except (OSError, EOFError, zlib.error) as exc:
+                    yield ImportProblem(str(f), "message 1", f"cannot read: {exc}")
+                    continue
+                if not data.strip():
+                    yield ImportProblem(str(f), "message 1", "empty file")
+                    continue
+                yield _parse_one(data, str(f), "message 1", "maildir", None, default, list_name)
         return
     if fmt in ("auto", "pipermail") and pipermail.is_month_folder(path):
         yield from _iter_pipermail_folder(path, list_name, progress)
         return
-    for child in sorted(path.iterdir()):
+    for child in children:
         if child.name.startswith("."):
             continue
+        if child.is_symlink() and child.is_dir():
+            continue  # links inside a tree can loop; name the target itself to import it
         yield from iter_path(child, fmt, list_name=list_name, now=now, progress=progress)
 
 

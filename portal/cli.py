@@ -17,7 +17,7 @@ from importers.sources import FORMATS, total_bytes
 from . import db as dbmod
 from .auth import create_token
 from .ingest import Ingest
-from .models import ROLES, MailingList, Person, User
+from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
 
 
 def init_app(app: Flask) -> None:
@@ -28,6 +28,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(users_group)
     app.cli.add_command(tokens_group)
     app.cli.add_command(demo_group)
+    app.cli.add_command(runs_group)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -69,6 +70,43 @@ def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[
                f"{summary['threads_touched']} threads touched, {len(summary['problems'])} problems")  # type: ignore[arg-type]
     for p in summary["problems"]:  # type: ignore[attr-defined]
         click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+@click.group("runs", cls=AppGroup, help="Recorded import runs and their problems.")
+def runs_group() -> None:
+    pass
+
+
+@runs_group.command("show", help="The latest runs, or one run with its problems.")
+@click.argument("run_id", required=False, type=int)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs_show(run_id: int | None, limit: int, as_json: bool) -> None:
+    with dbmod.session_scope() as s:
+        q = select(ImportRun).order_by(ImportRun.id.desc()).limit(limit)
+        if run_id is not None:
+            q = select(ImportRun).where(ImportRun.id == run_id)
+        runs = s.exec(q).all()
+        if run_id is not None and not runs:
+            raise click.ClickException(f"no import run {run_id}")
+        out = []
+        for run in runs:
+            item = {"id": run.id, "started_at": run.started_at.isoformat(), "status": run.status,
+                    "paths": run.paths.splitlines(), "messages_new": run.messages_new,
+                    "duplicates": run.duplicates, "threads_touched": run.threads_touched,
+                    "problem_count": run.problem_count}
+            if run_id is not None:
+                item["problems"] = [{"file": p.file, "where": p.where, "reason": p.reason} for p in s.exec(
+                    select(ImportProblemRow).where(ImportProblemRow.run_id == run.id).order_by(ImportProblemRow.id))]
+            out.append(item)
+    if as_json:
+        click.echo(json.dumps(out if run_id is None else out[0]))
+        return
+    for item in out:
+        click.echo(f"#{item['id']} {item['started_at'][:19]} {item['status']}: {item['messages_new']} new, "
+                   f"{item['duplicates']} duplicates, {item['problem_count']} problems — {', '.join(item['paths'])}")
+        for p in item.get("problems", []):
+            click.echo(f"  {p['file']}: {p['where']}: {p['reason']}")
 
 
 @click.group("lists", cls=AppGroup, help="Mailing lists and their role.")

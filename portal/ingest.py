@@ -97,6 +97,7 @@ class Ingest:
         self.session.commit()
         self.result.run_id = run.id
         batch: list[ParsedMessage] = []
+        status = "failed"
         try:
             for path in paths:
                 for item in iter_path(path, fmt, list_name=list_name, now=now, progress=progress):
@@ -110,13 +111,12 @@ class Ingest:
                         batch = []
             if batch:
                 self._store_batch(batch)
-            run.status = "done"
-        except BaseException:
-            run.status = "failed"
-            raise
+            status = "done"
         finally:
+            # Record the run whatever happened, interrupted runs included.
             self.session.rollback()
             run = self.session.get(ImportRun, self.result.run_id) or run
+            run.status = status
             run.finished_at = utcnow()
             run.messages_new = self.result.messages_new
             run.duplicates = self.result.duplicates

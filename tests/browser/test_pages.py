@@ -73,6 +73,7 @@ def test_thread_list_and_thread_page_on_a_phone(server, page):
     page.screenshot(path=str(ARTIFACTS / "threads-phone.png"), full_page=True)
     page.get_by_role("link", name="Blameless post mortem").click()
     page.wait_for_url("**/threads/*")
+    page.wait_for_load_state("load")
     assert page.locator("article.message").count() == 11
     quoted = page.locator("details.quoted").first
     assert quoted.get_attribute("open") is None  # quoted text is folded away
@@ -85,19 +86,25 @@ def test_thread_list_and_thread_page_on_a_phone(server, page):
 
 def test_filters_show_the_error_beside_the_field(server, page):
     page.goto(server + "/")
+    from playwright.sync_api import expect
+
     page.fill("input[name=since]", "someday")
     page.click("button[type=submit]")
+    page.wait_for_url("**since=someday**")
     error = page.locator("#since-error")
-    assert error.is_visible() and "date" in error.inner_text()
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("date")
     page.select_option("select[name=list]", "openstack-operators")
     page.fill("input[name=since]", "")
     page.click("button[type=submit]")
-    assert page.locator("ol.threads li").count() == 2
+    page.wait_for_url("**list=openstack-operators**")
+    expect(page.locator("ol.threads li")).to_have_count(2)
 
 
 def test_markup_from_archives_never_runs(server, page):
     page.goto(server + "/?list=openstack-operators")
     page.get_by_role("link", name="quota drift").click()
+    page.wait_for_url("**/threads/*")
     page.wait_for_load_state("load")
     assert page.dialogs == []  # type: ignore[attr-defined]
     assert "<script>alert(2)</script>" in page.locator("article .text").first.inner_text()

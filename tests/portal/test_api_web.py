@@ -126,3 +126,13 @@ def test_demo_load_is_deterministic_and_idempotent(runner, client):
     assert data["total"] > 0
     roles = {p["role"] for t in data["items"] for p in t["participants"]}
     assert "operator" in roles
+
+
+def test_runs_are_recorded_with_their_problems(runner, tmp_path):
+    (tmp_path / "bad.mbox").write_text("From a@b Mon Sep  1 10:00:00 2014\nX-Nothing: 1\n\n", encoding="utf-8")
+    runner.invoke(args=["import", str(tmp_path / "bad.mbox")])
+    listing = json.loads(runner.invoke(args=["runs", "show", "--json"]).output)
+    assert listing[0]["problem_count"] == 1 and listing[0]["status"] == "done"
+    one = json.loads(runner.invoke(args=["runs", "show", str(listing[0]["id"]), "--json"]).output)
+    assert one["problems"][0]["where"] == "line 1 (message 1)"
+    assert runner.invoke(args=["runs", "show", "999"]).exit_code != 0
