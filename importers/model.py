@@ -30,6 +30,8 @@ class ParsedMessage:
     # True when the source carried no threading headers (pasted pages, HTML without links).
     headerless: bool = False
     source_format: str = "mbox"
+    # Tickets the source itself names outside the text (a Redmine page's own number).
+    own_refs: list[str] = field(default_factory=list)
 
 
 @dataclass

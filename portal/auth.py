@@ -64,3 +64,21 @@ def revoke(session: Session, token_id: int) -> None:
     if row is not None:
         row.revoked_at = utcnow()
         session.add(row)
+
+
+def api_role(*roles: str) -> Any:
+    """Guard for API writes: a valid token whose user has one of the roles."""
+
+    def decorate(view: Any) -> Any:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            user = current_user()
+            if user is None:
+                return jsonify({"error": "authentication required"}), 401, {"WWW-Authenticate": "Bearer"}
+            if user.role not in roles:
+                return jsonify({"error": f"needs the role {' or '.join(roles)}"}), 403
+            return view(*args, user=user, **kwargs)
+
+        return wrapper
+
+    return decorate

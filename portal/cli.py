@@ -16,6 +16,7 @@ from importers.sources import FORMATS, total_bytes
 
 from . import db as dbmod
 from .auth import create_token
+from .enrich import Enricher
 from .ingest import Ingest
 from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
 
@@ -29,6 +30,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(tokens_group)
     app.cli.add_command(demo_group)
     app.cli.add_command(runs_group)
+    app.cli.add_command(evaluate_command)
+    app.cli.add_command(classify_command)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -49,7 +52,8 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
     total = total_bytes(paths)
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
               file=sys.stderr) as bar, dbmod.session_scope() as session:
-        ingest = Ingest(session, batch_size=int(current_app.config["IMPORT_BATCH"]),
+        ingest = Ingest(session, enricher=Enricher.from_config(current_app.config),
+                        batch_size=int(current_app.config["IMPORT_BATCH"]),
                         subject_window_days=int(current_app.config["SUBJECT_WINDOW_DAYS"]))
         result = ingest.run(paths, fmt=fmt, list_name=list_name, progress=bar.update)
     return result.as_dict()
@@ -70,6 +74,41 @@ def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[
                f"{summary['threads_touched']} threads touched, {len(summary['problems'])} problems")  # type: ignore[arg-type]
     for p in summary["problems"]:  # type: ignore[attr-defined]
         click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+@click.command("evaluate", help="Measure components and references on a labeled JSONL file.")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("labels", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_appcontext
+def evaluate_command(as_json: bool, labels: Path) -> None:
+    from .evaluate import LabelError, evaluate
+
+    try:
+        report = evaluate(labels, Enricher.from_config(current_app.config))
+    except LabelError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    comps = report["components"]
+    click.echo(f"{report['n']} items, ruleset {report['ruleset_version']}")
+    click.echo(f"components: macro-F1 {comps['macro_f1']}")
+    for name, v in comps["per_component"].items():
+        click.echo(f"  {name:14} P {v['precision']:.2f}  R {v['recall']:.2f}  F1 {v['f1']:.2f}  support {v['support']}")
+    r = report["refs"]
+    click.echo(f"references: P {r['precision']:.2f}  R {r['recall']:.2f}  F1 {r['f1']:.2f}")
+
+
+@click.command("classify", help="Re-judge stored messages with the current taxonomy (corrections are kept).")
+@click.option("--all", "everything", is_flag=True, help="Every message, not only those judged by another ruleset.")
+@with_appcontext
+def classify_command(everything: bool) -> None:
+    from .ingest import reclassify
+
+    enricher = Enricher.from_config(current_app.config)
+    with dbmod.session_scope() as s:
+        done = reclassify(s, enricher, everything=everything, show_progress=sys.stderr.isatty())
+    click.echo(f"re-judged {done} messages with ruleset {enricher.taxonomy.version}")
 
 
 @click.group("runs", cls=AppGroup, help="Recorded import runs and their problems.")

@@ -23,6 +23,15 @@ DEFAULTS: dict[str, object] = {
     "IMPORT_BATCH": 500,
     # Days within which a reply with no usable headers joins a thread by subject.
     "SUBJECT_WINDOW_DAYS": 30,
+    # Component taxonomy (TOML); empty means data/components.toml.
+    "TAXONOMY": "",
+    # Jira project keys recognised without a browse URL (comma-separated).
+    "JIRA_PROJECTS": "CLOUDSTACK,EUCA",
+    # Redmine hosts whose /issues/N links are tickets (comma-separated).
+    "REDMINE_HOSTS": "progress.opensuse.org",
+    # Lists that belong to one GitHub repository, so bare #N means an issue there:
+    # "list=owner/repo,list2=owner/repo2".
+    "LIST_REPOS": "",
     # "production" refuses to start without SECRET_KEY.
     "ENV": "development",
 }

@@ -7,6 +7,7 @@ CLI, the scheduler and a web upload share one path.
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,9 +21,25 @@ from importers.model import ImportProblem, ParsedMessage
 from importers.sources import iter_path
 from importers.text import clean_text, is_reply_subject, name_key, normalize_subject, subject_key
 
-from .models import ImportProblemRow, ImportRun, MailingList, Message, MessageRef, Person, Thread, utcnow
+from .enrich import Enricher
+from .models import (
+    ImportProblemRow,
+    ImportRun,
+    MailingList,
+    Message,
+    MessageComponent,
+    MessageRef,
+    Person,
+    Thread,
+    ThreadComponentOverride,
+    TicketMention,
+    utcnow,
+)
 
 MSG = Message.__table__
+MENTION = TicketMention.__table__
+JUDGMENT = MessageComponent.__table__
+OVERRIDE = ThreadComponentOverride.__table__
 REF = MessageRef.__table__
 THREAD = Thread.__table__
 
@@ -77,8 +94,10 @@ class ImportResult:
 class Ingest:
     """One import run: feed it ParsedMessages, it stores each exactly once."""
 
-    def __init__(self, session: Session, *, batch_size: int = 500, subject_window_days: int = 30):
+    def __init__(self, session: Session, *, enricher: Enricher | None = None, batch_size: int = 500,
+                 subject_window_days: int = 30):
         self.session = session
+        self.enricher = enricher
         self.batch_size = batch_size
         self.window = timedelta(days=subject_window_days)
         self._lists: dict[str, tuple[int, str]] = {}
@@ -234,9 +253,27 @@ class Ingest:
                     for m, _fp in fresh for r in dict.fromkeys(m.references) if r]
         if ref_rows:
             s.execute(insert(REF), ref_rows)
+        if self.enricher is not None:
+            self._enrich([(pk_of[m.message_id], m) for m, _fp in fresh])
         touched = {find(t) for t in touched}
         self._refresh_threads(touched)
         return len(rows), dups, touched
+
+    def _enrich(self, stored: list[tuple[int, ParsedMessage]]) -> None:
+        """Ticket references and component judgments of freshly stored messages."""
+        assert self.enricher is not None
+        mentions: list[dict[str, object]] = []
+        judgments: list[dict[str, object]] = []
+        version = self.enricher.taxonomy.version
+        for pk, m in stored:
+            mentions.extend({"message_pk": pk, "ref": r[:300]} for r in self.enricher.refs(m))
+            judgments.extend({"message_pk": pk, "component": j.component, "confidence": j.confidence,
+                              "reasons": json.dumps(j.reasons), "ruleset_version": version}
+                             for j in self.enricher.components(m))
+        if mentions:
+            self.session.execute(insert(MENTION), mentions)
+        if judgments:
+            self.session.execute(insert(JUDGMENT), judgments)
 
     def _drop_duplicates(self, batch: list[ParsedMessage], touched: set[int]
                          ) -> tuple[list[tuple[ParsedMessage, str | None]], int]:
@@ -409,6 +446,7 @@ class Ingest:
         keep, *others = sorted(set(thread_ids))
         if others:
             self.session.execute(update(MSG).where(MSG.c.thread_id.in_(others)).values(thread_id=keep))
+            self._move_overrides(others, keep)
             self.session.execute(delete(THREAD).where(THREAD.c.id.in_(others)))
             for other in others:
                 alias[other] = keep
@@ -416,6 +454,17 @@ class Ingest:
             self.result.threads.difference_update(others)
         touched.add(keep)
         return keep
+
+    def _move_overrides(self, others: list[int], keep: int) -> None:
+        """Developers' corrections follow their thread into a merge (the kept thread's own win)."""
+        kept = {c for (c,) in self.session.execute(select(OVERRIDE.c.component).where(OVERRIDE.c.thread_id == keep))}
+        for oid, component in self.session.execute(select(OVERRIDE.c.id, OVERRIDE.c.component)
+                                                   .where(OVERRIDE.c.thread_id.in_(others))).all():
+            if component in kept:
+                self.session.execute(delete(OVERRIDE).where(OVERRIDE.c.id == oid))
+            else:
+                kept.add(component)
+                self.session.execute(update(OVERRIDE).where(OVERRIDE.c.id == oid).values(thread_id=keep))
 
     def _refresh_threads(self, thread_ids: set[int]) -> None:
         """Recompute count, dates and subject of the threads a batch touched."""
@@ -453,3 +502,41 @@ def _chunks(items: list, size: int = 500) -> Iterable[list]:
     """IN-lists of a size every database takes."""
     for i in range(0, len(items), size):
         yield items[i:i + size]
+
+
+def reclassify(session: Session, enricher: Enricher, *, everything: bool = False, show_progress: bool = False,
+               batch: int = 1000) -> int:
+    """Recompute component judgments and ticket mentions from the stored new text, after the
+    taxonomy or reference rules changed. Developers' corrections live apart and stay."""
+    from tqdm import tqdm
+
+    from importers.model import ParsedMessage as PM
+
+    version = enricher.taxonomy.version
+    q = select(MSG.c.id)
+    if not everything:
+        current = select(JUDGMENT.c.message_pk).where(JUDGMENT.c.ruleset_version == version)
+        q = q.where(MSG.c.id.not_in(current))
+    ids = [pk for (pk,) in session.execute(q.order_by(MSG.c.id))]
+    ingest = Ingest(session, enricher=enricher)
+    with tqdm(total=len(ids), unit="msg", desc="classify", disable=not show_progress) as bar:
+        for chunk in _chunks(ids, batch):
+            rows = session.execute(select(MSG.c.id, MSG.c.subject, MSG.c.new_text, MSG.c.source_format,
+                                          MailingList.__table__.c.name)
+                                   .join(MailingList.__table__, MailingList.__table__.c.id == MSG.c.list_id)
+                                   .where(MSG.c.id.in_(chunk))).all()
+            session.execute(delete(JUDGMENT).where(JUDGMENT.c.message_pk.in_(chunk)))
+            own = {pk: ref for pk, ref in session.execute(select(MENTION.c.message_pk, MENTION.c.ref).where(
+                MENTION.c.message_pk.in_(chunk), MENTION.c.ref.like("redmine:%")))}
+            session.execute(delete(MENTION).where(MENTION.c.message_pk.in_(chunk)))
+            stored = []
+            for pk, subject, text, fmt, list_name in rows:
+                msg = PM(message_id="", subject=subject, author_name="", author_email="", date=None, body_text=text,
+                         new_text=text, quoted_text="", raw=b"", source_file="", position="", list_name=list_name)
+                if fmt == "page-redmine" and pk in own:
+                    msg.own_refs = [own[pk]]
+                stored.append((pk, msg))
+            ingest._enrich(stored)
+            session.commit()
+            bar.update(len(chunk))
+    return len(ids)

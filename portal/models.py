@@ -125,3 +125,39 @@ class ApiToken(SQLModel, table=True):
     scopes: str = Field(default="read", max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+class TicketMention(SQLModel, table=True):
+    """A ticket reference a message wrote in its own new text (never in quoted text)."""
+
+    __tablename__ = "ticket_mention"
+    __table_args__ = (UniqueConstraint("message_pk", "ref"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    ref: str = Field(max_length=300, index=True)
+
+
+class MessageComponent(SQLModel, table=True):
+    """The classifier's judgment of one message under one ruleset version."""
+
+    __tablename__ = "message_component"
+    __table_args__ = (UniqueConstraint("message_pk", "component"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_pk: int = Field(foreign_key="message.id", index=True)
+    component: str = Field(max_length=120, index=True)
+    confidence: float
+    reasons: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    ruleset_version: str = Field(max_length=60)
+
+
+class ThreadComponentOverride(SQLModel, table=True):
+    """A developer's correction: confirmed or rejected. Re-classification never touches it."""
+
+    __tablename__ = "thread_component_override"
+    __table_args__ = (UniqueConstraint("thread_id", "component"),)
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: int = Field(foreign_key="thread.id", index=True)
+    component: str = Field(max_length=120)
+    state: str = Field(max_length=20)  # confirmed | rejected
+    by: str = Field(default="", max_length=320)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)

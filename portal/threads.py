@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,16 @@ from sqlmodel import Session
 
 from importers.text import parse_date
 
-from .models import MailingList, Message, Person, Thread
+from .classify import aggregate, load_taxonomy
+from .models import (
+    MailingList,
+    Message,
+    MessageComponent,
+    Person,
+    Thread,
+    ThreadComponentOverride,
+    TicketMention,
+)
 
 
 class BadParameter(ValueError):
@@ -49,9 +59,12 @@ def parse_int(name: str, value: str | None, default: int, lo: int, hi: int) -> i
 
 
 def list_threads(session: Session, *, list_name: str | None = None, since: datetime | None = None,
-                 until: datetime | None = None, limit: int = 25, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-    """Threads newest first, filtered by list and by activity between since and until."""
+                 until: datetime | None = None, component: str | None = None, limit: int = 25,
+                 offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """Threads newest first, filtered by list, component and activity between since and until."""
     q = select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
+    if component:
+        q = q.where(Thread.id.in_(threads_with_component(component)))
     if list_name:
         q = q.where(MailingList.name == list_name.lower())
     if since:
@@ -61,8 +74,69 @@ def list_threads(session: Session, *, list_name: str | None = None, since: datet
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
     rows = session.execute(q.order_by(Thread.last_date.desc().nulls_last(), Thread.id.desc())
                            .limit(limit).offset(offset)).all()
-    people = participants(session, [t.id for t, _ in rows])
-    return total, [thread_dict(t, name, people.get(t.id, [])) for t, name in rows]
+    ids = [t.id for t, _ in rows]
+    people = participants(session, ids)
+    comps = thread_components(session, ids)
+    refs = thread_refs(session, ids)
+    return total, [thread_dict(t, name, people.get(t.id, []), comps.get(t.id, []), refs.get(t.id, []))
+                   for t, name in rows]
+
+
+def threads_with_component(component: str) -> Any:
+    """Thread ids the classifier or a developer put in a component (children count for parents),
+    less those a developer rejected."""
+    like = component.rstrip("/") + "/%"
+    judged = (select(Message.thread_id).join(MessageComponent, MessageComponent.message_pk == Message.id)
+              .where((MessageComponent.component == component) | MessageComponent.component.like(like)))
+    confirmed = select(ThreadComponentOverride.thread_id).where(
+        ThreadComponentOverride.component == component, ThreadComponentOverride.state == "confirmed")
+    rejected = select(ThreadComponentOverride.thread_id).where(
+        ThreadComponentOverride.component == component, ThreadComponentOverride.state == "rejected")
+    return select(Thread.id).where((Thread.id.in_(judged) | Thread.id.in_(confirmed)) & Thread.id.not_in(rejected))
+
+
+def thread_components(session: Session, thread_ids: list[int | None]) -> dict[int, list[dict[str, Any]]]:
+    """Each thread's components: the best judgment over its messages, with developers' corrections
+    applied (confirmed ones added, rejected ones removed)."""
+    if not thread_ids:
+        return {}
+    per_thread: dict[int, list[tuple[str, float, list[str]]]] = {}
+    versions: dict[int, str] = {}
+    rows = session.execute(
+        select(Message.thread_id, MessageComponent.component, MessageComponent.confidence, MessageComponent.reasons,
+               MessageComponent.ruleset_version)
+        .join(Message, Message.id == MessageComponent.message_pk).where(Message.thread_id.in_(thread_ids))).all()
+    for tid, comp, conf, reasons, version in rows:
+        per_thread.setdefault(tid, []).append((comp, conf, json.loads(reasons or "[]")))
+        versions[tid] = version
+    ratio = load_taxonomy().secondary_ratio
+    best: dict[int, dict[str, dict[str, Any]]] = {
+        tid: {c["name"]: {**c, "source": "rules", "ruleset_version": versions[tid]} for c in aggregate(js, ratio)}
+        for tid, js in per_thread.items()
+    }
+    for o in session.execute(select(ThreadComponentOverride).where(
+            ThreadComponentOverride.thread_id.in_(thread_ids))).scalars():
+        comps = best.setdefault(o.thread_id, {})
+        if o.state == "rejected":
+            comps.pop(o.component, None)
+        else:
+            comps[o.component] = {"name": o.component, "confidence": 1.0, "reasons": [f"confirmed by {o.by}"],
+                                  "source": "manual", "ruleset_version": None}
+    return {tid: sorted(c.values(), key=lambda x: (x["source"] != "manual", -x.get("support", 1.0)))
+            for tid, c in best.items()}
+
+
+def thread_refs(session: Session, thread_ids: list[int | None]) -> dict[int, list[str]]:
+    """Ticket references each thread's messages wrote, in order of first mention."""
+    if not thread_ids:
+        return {}
+    out: dict[int, list[str]] = {}
+    for tid, ref in session.execute(
+            select(Message.thread_id, TicketMention.ref).join(Message, Message.id == TicketMention.message_pk)
+            .where(Message.thread_id.in_(thread_ids)).order_by(Message.date.is_(None), Message.date, TicketMention.id)):
+        if ref not in out.setdefault(tid, []):
+            out[tid].append(ref)
+    return out
 
 
 def participants(session: Session, thread_ids: list[int | None]) -> dict[int, list[dict[str, Any]]]:
@@ -82,7 +156,8 @@ def participants(session: Session, thread_ids: list[int | None]) -> dict[int, li
     return result
 
 
-def thread_dict(thread: Thread, list_name: str, people: list[dict[str, Any]]) -> dict[str, Any]:
+def thread_dict(thread: Thread, list_name: str, people: list[dict[str, Any]],
+                components: list[dict[str, Any]] | None = None, refs: list[str] | None = None) -> dict[str, Any]:
     return {
         "id": thread.id,
         "subject": thread.subject,
@@ -91,6 +166,8 @@ def thread_dict(thread: Thread, list_name: str, people: list[dict[str, Any]]) ->
         "last_date": iso(thread.last_date),
         "message_count": thread.message_count,
         "participants": people,
+        "components": components or [],
+        "refs": refs or [],
     }
 
 
@@ -101,7 +178,9 @@ def thread_detail(session: Session, thread_id: int) -> dict[str, Any] | None:
     if row is None:
         return None
     thread, list_name = row
-    data = thread_dict(thread, list_name, participants(session, [thread.id]).get(thread.id, []))
+    data = thread_dict(thread, list_name, participants(session, [thread.id]).get(thread.id, []),
+                       thread_components(session, [thread.id]).get(thread.id, []),
+                       thread_refs(session, [thread.id]).get(thread.id, []))
     msgs = session.execute(
         select(Message.id, Message.message_id, Message.subject, Message.date, Message.new_text, Message.quoted_text,
                Message.parent_id, Message.recovered, Person.name, Person.email, Person.role)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlmodel import select
 
-from ..auth import api_read
+from ..auth import api_read, api_role
+from ..classify import load_taxonomy
 from ..db import db
+from ..models import Thread, ThreadComponentOverride, User
 from ..threads import BadParameter, list_threads, parse_int, parse_when, thread_detail
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -26,12 +29,13 @@ def _not_found(_exc: Exception) -> Any:
 @bp.get("/threads")
 @api_read
 def threads() -> Any:
-    """GET /api/v1/threads?list=&since=&until=&limit=&offset="""
+    """GET /api/v1/threads?list=&component=&since=&until=&limit=&offset="""
     args = request.args
     limit = parse_int("limit", args.get("limit"), current_app.config["PAGE_SIZE"], 1,
                       current_app.config["MAX_PAGE_SIZE"])
     offset = parse_int("offset", args.get("offset"), 0, 0, 10**9)
-    total, items = list_threads(db(), list_name=args.get("list") or None, since=parse_when("since", args.get("since")),
+    total, items = list_threads(db(), list_name=args.get("list") or None, component=args.get("component") or None,
+                                since=parse_when("since", args.get("since")),
                                 until=parse_when("until", args.get("until")), limit=limit, offset=offset)
     return jsonify({"total": total, "items": items, "limit": limit, "offset": offset})
 
@@ -43,3 +47,43 @@ def thread(thread_id: int) -> Any:
     if data is None:
         return jsonify({"error": "not found"}), 404
     return jsonify(data)
+
+
+@bp.patch("/threads/<int:thread_id>/components")
+@api_role("developer", "admin")
+def correct_components(thread_id: int, user: User) -> Any:
+    """Developers confirm or reject components: {"confirm": [...], "reject": [...], "clear": [...]}.
+    Corrections are kept apart from the classifier's judgments and survive re-classification."""
+    session = db()
+    if session.get(Thread, thread_id) is None:
+        return jsonify({"error": "not found"}), 404
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify({"error": "invalid body", "errors": {"body": "expected a JSON object"}}), 422
+    known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+    errors: dict[str, str] = {}
+    changes: dict[str, list[str]] = {}
+    for key in ("confirm", "reject", "clear"):
+        value = body.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            errors[key] = "expected a list of component names"
+            continue
+        unknown = [v for v in value if v not in known]
+        if unknown:
+            errors[key] = f"unknown components: {', '.join(unknown)}"
+        changes[key] = value
+    if errors:
+        return jsonify({"error": "invalid body", "errors": errors}), 422
+    for key, state in (("confirm", "confirmed"), ("reject", "rejected"), ("clear", None)):
+        for name in changes.get(key, []):
+            row = session.exec(select(ThreadComponentOverride).where(
+                ThreadComponentOverride.thread_id == thread_id, ThreadComponentOverride.component == name)).first()
+            if state is None:
+                if row is not None:
+                    session.delete(row)
+                continue
+            row = row or ThreadComponentOverride(thread_id=thread_id, component=name, state=state)
+            row.state, row.by = state, user.email
+            session.add(row)
+    session.commit()
+    return jsonify(thread_detail(session, thread_id))

@@ -1,0 +1,59 @@
+"""What Earshot reads into each message at import: ticket references and component judgments.
+Configured once per run from the app config; pure otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from importers.model import ParsedMessage
+from importers.refs import DEFAULT_JIRA_PROJECTS, DEFAULT_REDMINE_HOSTS, extract_refs
+from importers.text import is_reply_subject
+
+from .classify import Judgment, Taxonomy, load_taxonomy
+
+
+def _csv(value: object, default: frozenset[str]) -> frozenset[str]:
+    if value in (None, ""):
+        return default
+    return frozenset(x.strip() for x in str(value).split(",") if x.strip())
+
+
+def parse_list_repos(value: object) -> dict[str, str]:
+    """`openqa=os-autoinst/openQA,cloudstack-dev=apache/cloudstack` -> {list: repo}."""
+    out = {}
+    for pair in str(value or "").split(","):
+        name, _, repo = pair.partition("=")
+        if name.strip() and "/" in repo:
+            out[name.strip().lower()] = repo.strip()
+    return out
+
+
+@dataclass
+class Enricher:
+    taxonomy: Taxonomy
+    jira_projects: frozenset[str] = DEFAULT_JIRA_PROJECTS
+    redmine_hosts: frozenset[str] = DEFAULT_REDMINE_HOSTS
+    list_repos: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, object]) -> Enricher:
+        path = config.get("TAXONOMY") or None
+        return cls(
+            taxonomy=load_taxonomy(Path(str(path)) if path else None),
+            jira_projects=_csv(config.get("JIRA_PROJECTS"), DEFAULT_JIRA_PROJECTS),
+            redmine_hosts=_csv(config.get("REDMINE_HOSTS"), DEFAULT_REDMINE_HOSTS),
+            list_repos=parse_list_repos(config.get("LIST_REPOS")),
+        )
+
+    def refs(self, msg: ParsedMessage) -> list[str]:
+        """References the message itself wrote: its new text, and its subject unless it is a reply
+        (a reply's subject repeats the original's)."""
+        text = msg.new_text if is_reply_subject(msg.subject) else f"{msg.subject}\n{msg.new_text}"
+        found = extract_refs(text, jira_projects=self.jira_projects, redmine_hosts=self.redmine_hosts,
+                             repo=self.list_repos.get((msg.list_name or "").lower()))
+        return list(dict.fromkeys([*msg.own_refs, *found]))
+
+    def components(self, msg: ParsedMessage) -> list[Judgment]:
+        return self.taxonomy.classify(msg.subject, msg.new_text)
