@@ -31,6 +31,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(demo_group)
     app.cli.add_command(runs_group)
     app.cli.add_command(evaluate_command)
+    app.cli.add_command(tickets_group)
+    app.cli.add_command(git_group)
     app.cli.add_command(classify_command)
 
 
@@ -74,6 +76,70 @@ def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[
                f"{summary['threads_touched']} threads touched, {len(summary['problems'])} problems")  # type: ignore[arg-type]
     for p in summary["problems"]:  # type: ignore[attr-defined]
         click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+def _test_globs() -> list[str]:
+    from importers.gitlog import DEFAULT_TEST_GLOBS
+
+    value = str(current_app.config.get("TEST_GLOBS") or "")
+    return [g.strip() for g in value.split(",") if g.strip()] or list(DEFAULT_TEST_GLOBS)
+
+
+def _print_ticket_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items() if k != "problems")
+               + f", problems {len(summary['problems'])}")
+    for p in summary["problems"]:
+        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+@click.group("tickets", cls=AppGroup, help="Developer tickets from trackers.")
+def tickets_group() -> None:
+    pass
+
+
+@tickets_group.command("import", help="Import tracker JSON (Jira, Launchpad, GitHub, Gerrit, Redmine).")
+@click.option("--tracker", type=click.Choice(["jira", "launchpad", "github", "gerrit", "redmine"]), default=None,
+              help="Read every file as this tracker's JSON (default: found from the JSON's shape).")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+def tickets_import(tracker: str | None, as_json: bool, paths: tuple[Path, ...]) -> None:
+    from importers.trackers import iter_tickets
+
+    from .tickets import store_tracker_items
+
+    def items():  # type: ignore[no-untyped-def]
+        for path in paths:
+            yield from iter_tickets(path, tracker)
+
+    with dbmod.session_scope() as s:
+        result = store_tracker_items(s, items(), _test_globs())
+    _print_ticket_summary(result.as_dict(), as_json)
+
+
+@click.group("git", cls=AppGroup, help="Fix and test evidence from code history.")
+def git_group() -> None:
+    pass
+
+
+@git_group.command("import", help="Read a repository folder or a saved `git log --format=fuller --numstat`.")
+@click.option("--repo", default=None, help="owner/name on GitHub, so `Closes #N` names an issue there.")
+@click.option("--repo-url", default="", help="Base URL for links to commits, e.g. https://opendev.org/openstack/nova")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+def git_import(repo: str | None, repo_url: str, as_json: bool, path: Path) -> None:
+    from importers.gitlog import iter_commits
+
+    from .tickets import store_commits
+
+    enricher = Enricher.from_config(current_app.config)
+    with dbmod.session_scope() as s:
+        result = store_commits(s, iter_commits(path), jira_projects=enricher.jira_projects, repo=repo,
+                               repo_url=repo_url or (f"https://github.com/{repo}" if repo else ""),
+                               test_globs=_test_globs())
+    _print_ticket_summary(result.as_dict(), as_json)
 
 
 @click.command("evaluate", help="Measure components and references on a labeled JSONL file.")

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, object] = {
     # Lists that belong to one GitHub repository, so bare #N means an issue there:
     # "list=owner/repo,list2=owner/repo2".
     "LIST_REPOS": "",
+    # Globs that mark a changed file as a test (comma-separated); empty means the defaults in
+    # importers/gitlog.py (tests/, test/, test_*.py, *_test.go, *Test.java, integration suites, ...).
+    "TEST_GLOBS": "",
     # "production" refuses to start without SECRET_KEY.
     "ENV": "development",
 }

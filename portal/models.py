@@ -161,3 +161,42 @@ class ThreadComponentOverride(SQLModel, table=True):
     state: str = Field(max_length=20)  # confirmed | rejected
     by: str = Field(default="", max_length=320)
     at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+FIX_STATES = ("none", "in_review", "merged", "released")
+
+
+class Ticket(SQLModel, table=True):
+    """A developer ticket; fix and test state are derived from the tracker and the evidence."""
+
+    __tablename__ = "ticket"
+    id: int | None = Field(default=None, primary_key=True)
+    ref: str = Field(max_length=300, unique=True)
+    tracker: str = Field(max_length=20, index=True)
+    external_id: str = Field(default="", max_length=100, index=True)
+    url: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    title: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    status: str = Field(default="", max_length=100)
+    assignee: str = Field(default="", max_length=300)
+    tracker_fix_state: str = Field(default="none", max_length=20)
+    fix_state: str = Field(default="none", max_length=20, index=True)
+    test_state: str = Field(default="none", max_length=20, index=True)
+    fixed_in: str = Field(default="", max_length=200)
+    updated_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+class TicketEvidence(SQLModel, table=True):
+    """A commit or review that fixes, advances or tests a ticket."""
+
+    __tablename__ = "ticket_evidence"
+    __table_args__ = (UniqueConstraint("ticket_id", "kind", "ident"),)
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(foreign_key="ticket.id", index=True)
+    kind: str = Field(max_length=20)  # fix | progress | review | test
+    ident: str = Field(max_length=300)
+    url: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    date: datetime | None = Field(default=None, sa_type=DateTime)
+    touches_tests: bool = False
+    merged: bool = True
+    release: str = Field(default="", max_length=200)

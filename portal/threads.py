@@ -181,6 +181,9 @@ def thread_detail(session: Session, thread_id: int) -> dict[str, Any] | None:
     data = thread_dict(thread, list_name, participants(session, [thread.id]).get(thread.id, []),
                        thread_components(session, [thread.id]).get(thread.id, []),
                        thread_refs(session, [thread.id]).get(thread.id, []))
+    from .tickets import tickets_for_refs
+
+    data["tickets"] = tickets_for_refs(session, data["refs"])
     msgs = session.execute(
         select(Message.id, Message.message_id, Message.subject, Message.date, Message.new_text, Message.quoted_text,
                Message.parent_id, Message.recovered, Person.name, Person.email, Person.role)
@@ -207,3 +210,14 @@ def thread_detail(session: Session, thread_id: int) -> dict[str, Any] | None:
 
 def list_names(session: Session) -> list[str]:
     return [n for (n,) in session.execute(select(MailingList.name).order_by(MailingList.name))]
+
+
+def list_threads_by_ids(session: Session, thread_ids: list[int]) -> list[dict[str, Any]]:
+    """Threads by id (newest first), in the list shape."""
+    if not thread_ids:
+        return []
+    rows = session.execute(select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
+                           .where(Thread.id.in_(thread_ids)).order_by(Thread.last_date.desc().nulls_last())).all()
+    ids = [t.id for t, _ in rows]
+    people, comps, refs = participants(session, ids), thread_components(session, ids), thread_refs(session, ids)
+    return [thread_dict(t, name, people.get(t.id, []), comps.get(t.id, []), refs.get(t.id, [])) for t, name in rows]

@@ -10,8 +10,9 @@ from sqlmodel import select
 from ..auth import api_read, api_role
 from ..classify import load_taxonomy
 from ..db import db
-from ..models import Thread, ThreadComponentOverride, User
+from ..models import FIX_STATES, Thread, ThreadComponentOverride, User
 from ..threads import BadParameter, list_threads, parse_int, parse_when, thread_detail
+from ..tickets import list_tickets, ticket_detail
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -87,3 +88,31 @@ def correct_components(thread_id: int, user: User) -> Any:
             session.add(row)
     session.commit()
     return jsonify(thread_detail(session, thread_id))
+
+
+@bp.get("/tickets")
+@api_read
+def tickets() -> Any:
+    """GET /api/v1/tickets?tracker=&fix=&test=yes|no&limit=&offset="""
+    args = request.args
+    limit = parse_int("limit", args.get("limit"), current_app.config["PAGE_SIZE"], 1,
+                      current_app.config["MAX_PAGE_SIZE"])
+    offset = parse_int("offset", args.get("offset"), 0, 0, 10**9)
+    fix = args.get("fix") or None
+    if fix and fix not in FIX_STATES:
+        raise BadParameter("fix", f"one of {', '.join(FIX_STATES)}")
+    test = args.get("test") or None
+    if test and test not in ("yes", "no"):
+        raise BadParameter("test", "yes or no")
+    total, items = list_tickets(db(), tracker=args.get("tracker") or None, fix=fix, test=test, limit=limit,
+                                offset=offset)
+    return jsonify({"total": total, "items": items, "limit": limit, "offset": offset})
+
+
+@bp.get("/tickets/<int:ticket_id>")
+@api_read
+def ticket(ticket_id: int) -> Any:
+    data = ticket_detail(db(), ticket_id)
+    if data is None:
+        return jsonify({"error": "not found"}), 404
+    return jsonify(data)
