@@ -93,6 +93,9 @@ def main() -> None:
         "earshot_mbox_msgs_per_s": round(n / mbox_run["seconds"], 1),
         "earshot_maildir_msgs_per_s": round(n / maildir_run["seconds"], 1),
         "earshot_messages_stored": mbox_run["messages_new"],
+        "earshot_messages_stored_maildir": maildir_run["messages_new"],
+        # Every generated message is distinct: anything not stored is a loss, not a duplicate.
+        "all_stored": mbox_run["messages_new"] == n and maildir_run["messages_new"] == n,
         "peak_rss_mb": round(max(mbox_run["peak_rss_mb"], maildir_run["peak_rss_mb"]), 1),
         "peak_rss_mb_mbox": round(mbox_run["peak_rss_mb"], 1),
         "peak_rss_mb_maildir": round(maildir_run["peak_rss_mb"], 1),

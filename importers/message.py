@@ -122,7 +122,7 @@ def parse_raw_message(
     if obfuscated:
         from_value = deobfuscate(from_value)
     author_name, author_email = parse_author(from_value)
-    date = _message_date(msg, envelope_date)
+    date, date_trusted = _message_date(msg, envelope_date)
     text = body_text(msg)
     if obfuscated:
         text = deobfuscate(text)
@@ -160,18 +160,20 @@ def parse_raw_message(
         list_name=name,
         message_id_generated=generated,
         source_format=source_format,
+        date_trusted=date_trusted,
     )
 
 
-def _message_date(msg: Message, envelope_date: str | None) -> datetime | None:
-    """Date header, else the newest Received stamp, else the mbox envelope's date."""
+def _message_date(msg: Message, envelope_date: str | None) -> tuple[datetime | None, bool]:
+    """Date header, else the newest Received stamp, else the mbox envelope's date; and whether
+    it was the message's own Date."""
     date = parse_date(decode_header_value(msg.get("Date")))
     if date:
-        return date
+        return date, True
     for received in msg.get_all("Received") or []:
         m = _RECEIVED_DATE_RE.search(decode_header_value(received))
         if m:
             date = parse_date(m.group(1))
             if date:
-                return date
-    return parse_date(envelope_date) if envelope_date else None
+                return date, False
+    return (parse_date(envelope_date) if envelope_date else None), False

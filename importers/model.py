@@ -30,6 +30,9 @@ class ParsedMessage:
     # True when the source carried no threading headers (pasted pages, HTML without links).
     headerless: bool = False
     source_format: str = "mbox"
+    # False when the date is a fallback (Received, mbox envelope, "about 1 month ago"): such
+    # dates are shared by unrelated messages and must not identify one.
+    date_trusted: bool = True
     # Tickets the source itself names outside the text (a Redmine page's own number).
     own_refs: list[str] = field(default_factory=list)
 

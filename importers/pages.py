@@ -221,6 +221,7 @@ def _redmine(text: str, source_file: str, raw: bytes, list_name: str | None, now
     # The ticket number names the message, not the paste time: re-pasting it matches.
     msg.message_id = generated_id("redmine", lst, ticket[1])
     msg.own_refs = [f"redmine:{int(ticket[1])}"]
+    msg.date_trusted = False  # relative to the paste, not the ticket
     msg.new_text = body.strip()
     msg.quoted_text = ""
     return msg

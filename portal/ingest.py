@@ -55,8 +55,9 @@ def list_role_for(name: str) -> str:
 
 
 def fingerprint(msg: ParsedMessage) -> str | None:
-    """Author, UTC second and subject: the same message seen through two archive forms."""
-    if msg.date is None:
+    """Author, UTC second and subject: the same message seen through two archive forms. Only a
+    date the message carried itself identifies it; fallback dates are shared by many."""
+    if msg.date is None or not msg.date_trusted:
         return None
     who = msg.author_email or name_key(msg.author_name)
     if not who:
@@ -296,14 +297,15 @@ class Ingest:
             if m.message_id in have_ids or m.message_id in seen_ids:
                 dups += 1
                 continue
-            if fp and fp in seen_fps:
+            # Two different real Message-IDs are two messages, whatever their fingerprints say.
+            if fp and fp in seen_fps and (m.message_id_generated or fresh[seen_fps[fp]][0].message_id_generated):
                 earlier = fresh[seen_fps[fp]][0]
                 if earlier.message_id_generated and not m.message_id_generated:
                     fresh[seen_fps[fp]] = (m, fp)  # the copy with a real Message-ID wins
                     seen_ids.add(m.message_id)
                 dups += 1
                 continue
-            if fp and fp in have_fps:
+            if fp and fp in have_fps and (m.message_id_generated or have_fps[fp][1]):
                 pk, generated, tid = have_fps[fp]
                 if generated and not m.message_id_generated:
                     self._adopt_real_id(pk, tid, m, touched)

@@ -206,3 +206,29 @@ def test_page_and_txt_in_one_batch_keep_the_real_id(shared, import_paths, sessio
     assert session.exec(select(Message)).one().message_id_generated is False
     again = import_paths(both)
     assert (again["messages_new"], again["threads_touched"]) == (0, 0)
+
+
+def test_shared_fallback_dates_never_merge_different_messages(tmp_path, import_paths, session):
+    """Dates in the future are refused, so these messages fall back to one envelope date; same
+    author, same subject, different Message-IDs (and two with none) are still four messages."""
+    body = ""
+    for i, mid in enumerate(["<f1@x>", "<f2@x>", "", ""]):
+        body += ("From demo@x Mon Jan  1 00:00:00 2024\nFrom: Ann <ann@x.org>\nDate: Sun, 1 Feb 2054 14:57:00 +0000\n"
+                 f"Subject: Re: quota drift\n{'Message-ID: ' + mid if mid else 'X-No-Id: 1'}\n\nreply {i}\n\n")
+    (tmp_path / "future.mbox").write_text(body, encoding="utf-8")
+    result = import_paths(tmp_path / "future.mbox")
+    assert (result["messages_new"], result["duplicates"]) == (4, 0)
+    assert import_paths(tmp_path / "future.mbox")["messages_new"] == 0
+
+
+def test_demo_generator_dates_stay_in_the_past():
+    import email
+    from datetime import UTC, datetime
+    from email.utils import parsedate_to_datetime
+
+    from portal.demo import generate_messages
+
+    last = None
+    for raw in generate_messages(20000, 3):
+        last = raw
+    assert parsedate_to_datetime(email.message_from_bytes(last)["Date"]) < datetime.now(UTC)
