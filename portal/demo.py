@@ -72,7 +72,7 @@ def generate_messages(count: int, seed: int = 7, start: datetime | None = None) 
     rng = random.Random(seed)
     when = start or datetime(2014, 4, 17, 8, 0, tzinfo=UTC)
     # Spread any number of messages over about ten years, so every date stays a real past date.
-    max_gap = max(2, min(240, int(2 * 10 * 365 * 24 * 60 / max(count, 1))))
+    max_gap = max(2, min(1440, int(2 * 10 * 365 * 24 * 60 / max(count, 1))))
     open_threads: list[tuple[str, str, str, str]] = []  # (list, subject, root id, last id)
     for i in range(count):
         when += timedelta(minutes=rng.randint(1, max_gap))

@@ -116,3 +116,12 @@ def ticket(ticket_id: int) -> Any:
     if data is None:
         return jsonify({"error": "not found"}), 404
     return jsonify(data)
+
+
+@bp.get("/components")
+@api_read
+def components() -> Any:
+    """GET /api/v1/components: each component with its thread count and monthly series."""
+    from ..components import component_stats
+
+    return jsonify(component_stats(db(), load_taxonomy(current_app.config.get("TAXONOMY") or None)))

@@ -38,7 +38,8 @@ def index() -> Any:
         page = parse_int("page", args.get("page"), 1, 1, 10**6)
     except BadParameter:
         page = 1
-    total, items = list_threads(db(), list_name=values["list"] or None, since=bounds["since"],
+    total, items = list_threads(db(), list_name=values["list"] or None, component=args.get("component") or None,
+                                since=bounds["since"],
                                 until=bounds["until"], limit=page_size, offset=(page - 1) * page_size)
     pages = max(1, (total + page_size - 1) // page_size)
     return render_template("threads/index.html", threads=items, total=total, page=page, pages=pages,
@@ -51,6 +52,18 @@ def thread(thread_id: int) -> Any:
     if data is None:
         abort(404)
     return render_template("threads/thread.html", thread=data)
+
+
+@bp.get("/components")
+def components() -> Any:
+    """Threads per component, with a trend over the last two years of data."""
+    from ..classify import load_taxonomy
+    from ..components import component_stats, sparkline
+
+    stats = component_stats(db(), load_taxonomy(current_app.config.get("TAXONOMY") or None))
+    for entry in stats["components"]:
+        entry["spark"] = sparkline(entry["series"])
+    return render_template("components.html", stats=stats)
 
 
 @bp.get("/healthz")

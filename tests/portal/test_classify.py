@@ -117,3 +117,24 @@ def test_corrections_need_a_developer_and_survive_reclassification(app, client, 
     after = [c["name"] for c in client.get(f"/api/v1/threads/{thread['id']}").get_json()["components"]]
     assert after[0] == "quotas" and "compute" not in after
     assert session.exec(select(MessageComponent)).first() is not None
+
+
+def test_components_page_and_api(client, import_paths, shared):
+    import_paths(shared / "seeds")
+    data = client.get("/api/v1/components").get_json()
+    names = [c["name"] for c in data["components"]]
+    assert "ci-testing" in names and 1 <= len(data["months"]) <= 24
+    ci = next(c for c in data["components"] if c["name"] == "ci-testing")
+    assert ci["threads"] >= 2 and sum(ci["series"]) == ci["threads"] and len(ci["series"]) == len(data["months"])
+    page = client.get("/components")
+    assert page.status_code == 200 and b"<polyline" in page.data and b"ci-testing" in page.data
+    listing = client.get("/?component=networking").get_data(as_text=True)
+    assert "Blameless post mortem" in listing and "A Hypervisor supporting containers" not in listing
+
+
+def test_thread_page_shows_components_and_ticket_badges(client, import_paths, shared):
+    import_paths(shared / "seeds/000_8e50db02ec839059.txt")
+    [thread] = client.get("/api/v1/threads").get_json()["items"]
+    html = client.get(f"/threads/{thread['id']}").get_data(as_text=True)
+    assert "jira:CLOUDSTACK-8697" in html and "fix: unknown" in html
+    assert 'class="badge comp"' in html
