@@ -17,7 +17,7 @@ from importers.sources import FORMATS, total_bytes
 from . import db as dbmod
 from .auth import create_token
 from .enrich import Enricher
-from .ingest import Ingest
+from .ingest import Ingest, reclassify
 from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
 
 
@@ -58,7 +58,12 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
                         batch_size=int(current_app.config["IMPORT_BATCH"]),
                         subject_window_days=int(current_app.config["SUBJECT_WINDOW_DAYS"]))
         result = ingest.run(paths, fmt=fmt, list_name=list_name, progress=bar.update)
-    return result.as_dict()
+    summary = result.as_dict()
+    # A changed taxonomy re-tags what older runs judged, so every item answers to one ruleset.
+    with dbmod.session_scope() as session:
+        summary["rejudged"] = reclassify(session, ingest.enricher, show_progress=show_progress) \
+            if ingest.enricher is not None else 0
+    return summary
 
 
 @click.command("import", help="Import mail archives, messages and pasted pages (files or folders).")
@@ -169,8 +174,6 @@ def evaluate_command(as_json: bool, labels: Path) -> None:
 @click.option("--all", "everything", is_flag=True, help="Every message, not only those judged by another ruleset.")
 @with_appcontext
 def classify_command(everything: bool) -> None:
-    from .ingest import reclassify
-
     enricher = Enricher.from_config(current_app.config)
     with dbmod.session_scope() as s:
         done = reclassify(s, enricher, everything=everything, show_progress=sys.stderr.isatty())

@@ -275,6 +275,8 @@ class Ingest:
             self.session.execute(insert(MENTION), mentions)
         if judgments:
             self.session.execute(insert(JUDGMENT), judgments)
+        for chunk in _chunks([pk for pk, _m in stored]):
+            self.session.execute(update(MSG).where(MSG.c.id.in_(chunk)).values(ruleset_version=version))
 
     def _drop_duplicates(self, batch: list[ParsedMessage], touched: set[int]
                          ) -> tuple[list[tuple[ParsedMessage, str | None]], int]:
@@ -517,8 +519,7 @@ def reclassify(session: Session, enricher: Enricher, *, everything: bool = False
     version = enricher.taxonomy.version
     q = select(MSG.c.id)
     if not everything:
-        current = select(JUDGMENT.c.message_pk).where(JUDGMENT.c.ruleset_version == version)
-        q = q.where(MSG.c.id.not_in(current))
+        q = q.where(MSG.c.ruleset_version != version)
     ids = [pk for (pk,) in session.execute(q.order_by(MSG.c.id))]
     ingest = Ingest(session, enricher=enricher)
     with tqdm(total=len(ids), unit="msg", desc="classify", disable=not show_progress) as bar:

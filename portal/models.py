@@ -70,6 +70,8 @@ class Message(SQLModel, table=True):
     source_file: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     recovered: bool = False
     imported_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    # The taxonomy version this message was last judged under; another value means re-judge.
+    ruleset_version: str = Field(default="", max_length=60, index=True)
 
 
 class MessageRef(SQLModel, table=True):

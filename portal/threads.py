@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import current_app, has_app_context
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -109,7 +110,7 @@ def thread_components(session: Session, thread_ids: list[int | None]) -> dict[in
     for tid, comp, conf, reasons, version in rows:
         per_thread.setdefault(tid, []).append((comp, conf, json.loads(reasons or "[]")))
         versions[tid] = version
-    ratio = load_taxonomy().secondary_ratio
+    ratio = load_taxonomy(current_app.config.get("TAXONOMY") or None if has_app_context() else None).secondary_ratio
     best: dict[int, dict[str, dict[str, Any]]] = {
         tid: {c["name"]: {**c, "source": "rules", "ruleset_version": versions[tid]} for c in aggregate(js, ratio)}
         for tid, js in per_thread.items()

@@ -138,3 +138,20 @@ def test_thread_page_shows_components_and_ticket_badges(client, import_paths, sh
     html = client.get(f"/threads/{thread['id']}").get_data(as_text=True)
     assert "jira:CLOUDSTACK-8697" in html and "fix: unknown" in html
     assert 'class="badge comp"' in html
+
+
+def test_a_changed_taxonomy_retags_old_items_on_the_next_import(app, import_paths, shared, client, tmp_path):
+    import_paths(shared / "seeds/004_73bcfa887d0a9a86.txt")
+    [thread] = client.get("/api/v1/threads").get_json()["items"]
+    assert "cells" not in [c["name"] for c in thread["components"]]
+    edited = tmp_path / "components.toml"
+    text = (Path(app.root_path).parent / "data" / "components.toml").read_text()
+    text = text.replace('version = "', 'version = "edited-', 1).replace(
+        'words = ["cells:2.5"', 'words = ["devstack:40", "cells:2.5"', 1)
+    edited.write_text(text)
+    app.config["TAXONOMY"] = str(edited)
+    summary = import_paths(shared / "seeds/001_faecf11778e9ac6e.txt")
+    assert summary["rejudged"] == 2  # the two stored messages of the old thread
+    after = client.get(f"/api/v1/threads/{thread['id']}").get_json()
+    assert after["components"][0]["name"] == "cells"
+    assert after["components"][0]["ruleset_version"].startswith("edited-")
