@@ -172,8 +172,21 @@ def evaluate_command(as_json: bool, labels: Path) -> None:
 
 @click.command("classify", help="Re-judge stored messages with the current taxonomy (corrections are kept).")
 @click.option("--all", "everything", is_flag=True, help="Every message, not only those judged by another ruleset.")
+@click.option("--learn", is_flag=True, help="First train the model on developers' corrections, then re-judge all.")
 @with_appcontext
-def classify_command(everything: bool) -> None:
+def classify_command(everything: bool, learn: bool) -> None:
+    if learn:
+        from . import learn as learning
+
+        with dbmod.session_scope() as s:
+            model = learning.train(s)
+        if model is None or not model.models:
+            click.echo(f"not enough corrections to learn from (each component needs {learning.MIN_EACH_SIDE} "
+                       "confirmed and not confirmed threads)", err=True)
+        else:
+            learning.save(model, Path(current_app.config["DATA_DIR"]))
+            click.echo(f"learned {', '.join(model.models)} from {model.trained_on} corrected threads")
+            everything = True
     enricher = Enricher.from_config(current_app.config)
     with dbmod.session_scope() as s:
         done = reclassify(s, enricher, everything=everything, show_progress=sys.stderr.isatty())

@@ -12,6 +12,8 @@ from importers.refs import DEFAULT_JIRA_PROJECTS, DEFAULT_REDMINE_HOSTS, extract
 from importers.text import is_reply_subject
 
 from .classify import Judgment, Taxonomy, load_taxonomy
+from .learn import LearnedModel
+from .learn import load as load_model
 
 
 def _csv(value: object, default: frozenset[str]) -> frozenset[str]:
@@ -36,6 +38,9 @@ class Enricher:
     jira_projects: frozenset[str] = DEFAULT_JIRA_PROJECTS
     redmine_hosts: frozenset[str] = DEFAULT_REDMINE_HOSTS
     list_repos: dict[str, str] = field(default_factory=dict)
+    model: LearnedModel | None = None
+    # Probability from which a learned component counts.
+    model_threshold: float = 0.6
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Enricher:
@@ -45,6 +50,7 @@ class Enricher:
             jira_projects=_csv(config.get("JIRA_PROJECTS"), DEFAULT_JIRA_PROJECTS),
             redmine_hosts=_csv(config.get("REDMINE_HOSTS"), DEFAULT_REDMINE_HOSTS),
             list_repos=parse_list_repos(config.get("LIST_REPOS")),
+            model=load_model(Path(str(config["DATA_DIR"]))) if config.get("DATA_DIR") else None,
         )
 
     def refs(self, msg: ParsedMessage) -> list[str]:
@@ -56,4 +62,13 @@ class Enricher:
         return list(dict.fromkeys([*msg.own_refs, *found]))
 
     def components(self, msg: ParsedMessage) -> list[Judgment]:
-        return self.taxonomy.classify(msg.subject, msg.new_text)
+        """The rules' judgments, joined by what the model learned from developers' corrections."""
+        judged = {j.component: j for j in self.taxonomy.classify(msg.subject, msg.new_text)}
+        if self.model is not None and msg.new_text.strip():
+            for component, p in self.model.predict(f"{msg.subject}\n{msg.new_text}").items():
+                if p >= self.model_threshold and component in self.taxonomy.components:
+                    reason = f"learned from {self.model.trained_on} corrected threads (p={p:.2f})"
+                    current = judged.get(component)
+                    if current is None or current.confidence < p:
+                        judged[component] = Judgment(component, round(p, 3), (reason,))
+        return sorted(judged.values(), key=lambda j: -j.confidence)

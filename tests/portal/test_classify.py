@@ -155,3 +155,37 @@ def test_a_changed_taxonomy_retags_old_items_on_the_next_import(app, import_path
     after = client.get(f"/api/v1/threads/{thread['id']}").get_json()
     assert after["components"][0]["name"] == "cells"
     assert after["components"][0]["ruleset_version"].startswith("edited-")
+
+
+def test_model_learns_from_developer_corrections(app, runner, client, tmp_path):
+    from portal.demo import write_mbox
+
+    runner.invoke(args=["import", str(write_mbox(tmp_path / "demo.mbox", 400, seed=3))])
+    runner.invoke(args=["users", "create", "--email", "dev@x.org", "--role", "developer"])
+    token = runner.invoke(args=["tokens", "create", "--email", "dev@x.org"]).output.strip().splitlines()[-1]
+    auth = {"Authorization": f"Bearer {token}"}
+    threads = client.get("/api/v1/threads?limit=200").get_json()["items"]
+    ldap = [t for t in threads if t["subject"].startswith("Token validation")][:4]
+    other = [t for t in threads if t["subject"].startswith("Gate is flaky")][:4]
+    assert len(ldap) >= 3 and len(other) >= 3
+    # This team files LDAP token trouble under storage (their identity store lives there).
+    for t in ldap:
+        client.patch(f"/api/v1/threads/{t['id']}/components", json={"confirm": ["storage"]}, headers=auth)
+    for t in other:
+        client.patch(f"/api/v1/threads/{t['id']}/components", json={"confirm": ["ci-testing"]}, headers=auth)
+    out = runner.invoke(args=["classify", "--learn"])
+    assert out.exit_code == 0 and "learned" in out.output and "storage" in out.output
+    (tmp_path / "new.mbox").write_text(
+        "From a@b Mon Sep  1 10:00:00 2014\nFrom: Op <op@x.org>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+        "Subject: Token validation is slow with LDAP again\nMessage-ID: <new@x>\n\n"
+        "Token validation takes several seconds when the identity backend is LDAP.\n\n", encoding="utf-8")
+    runner.invoke(args=["import", str(tmp_path / "new.mbox")])
+    window = client.get("/api/v1/threads?since=2014-09-01T09:59:00Z&until=2014-09-01T10:01:00Z").get_json()
+    fresh = [t for t in window["items"] if t["subject"].endswith("again")]
+    names = {c["name"]: c for c in fresh[0]["components"]}
+    assert "storage" in names and "learned from" in names["storage"]["reasons"][0]
+
+
+def test_learning_needs_enough_corrections(runner):
+    out = runner.invoke(args=["classify", "--learn"])
+    assert out.exit_code == 0 and "not enough corrections" in out.output
