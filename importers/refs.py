@@ -16,7 +16,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     # Gerrit changes, old and new URL shapes; settings and query pages are not changes.
     ("gerrit", re.compile(r"https?://review\.(?:openstack|opendev)\.org/(?:#/c/|c/[\w.\-/]+?/\+/)?(\d{3,8})"
                           r"(?:/[\d,]*)?" + _URL_TAIL)),
-    ("lp", re.compile(r"https?://(?:bugs\.)?launchpad\.net/(?:[\w.+\-]+/)?(?:\+bug|bugs)/(\d{3,8})" + _URL_TAIL)),
+    ("lp", re.compile(r"https?://(?:bugs\.)?launchpad\.net/(?:[\w.+\-]+/)?(?:\+bug|bugs)/(\d{1,8})" + _URL_TAIL)),
     ("bp", re.compile(r"https?://blueprints\.launchpad\.net/[\w.+\-]+/\+spec/([a-z0-9][a-z0-9.+\-]*[a-z0-9])",
                       re.I)),
     ("gh", re.compile(r"https?://github\.com/([\w.\-]+/[\w.\-]+)/(?:issues|pull)/(\d+)" + r"(?![\w/]*#L\d)")),

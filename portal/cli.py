@@ -124,6 +124,20 @@ def tickets_import(tracker: str | None, as_json: bool, paths: tuple[Path, ...]) 
     _print_ticket_summary(result.as_dict(), as_json)
 
 
+@tickets_group.command("fetch", help="Fetch the tickets threads mention from the configured tracker APIs.")
+@click.option("--json", "as_json", is_flag=True)
+@click.argument("refs", nargs=-1)
+def tickets_fetch(as_json: bool, refs: tuple[str, ...]) -> None:
+    from .tickets import fetch_tickets, tracker_urls
+
+    if not tracker_urls(current_app.config):
+        raise click.ClickException("no tracker URL configured (EARSHOT_LAUNCHPAD_API_URL, EARSHOT_JIRA_URL, "
+                                   "EARSHOT_GITHUB_API_URL, EARSHOT_GERRIT_URL, EARSHOT_REDMINE_URL)")
+    with dbmod.session_scope() as s:
+        result = fetch_tickets(s, current_app.config, list(refs) or None, _test_globs())
+    _print_ticket_summary(result.as_dict(), as_json)
+
+
 @click.group("git", cls=AppGroup, help="Fix and test evidence from code history.")
 def git_group() -> None:
     pass

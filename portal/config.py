@@ -35,6 +35,14 @@ DEFAULTS: dict[str, object] = {
     # Globs that mark a changed file as a test (comma-separated); empty means the defaults in
     # importers/gitlog.py (tests/, test/, test_*.py, *_test.go, *Test.java, integration suites, ...).
     "TEST_GLOBS": "",
+    # Tracker APIs `flask tickets fetch` reads from; a tracker with no URL is not fetched.
+    # e.g. https://api.launchpad.net/1.0, https://issues.apache.org/jira, https://api.github.com,
+    # https://review.opendev.org, https://progress.opensuse.org
+    "LAUNCHPAD_API_URL": "",
+    "JIRA_URL": "",
+    "GITHUB_API_URL": "",
+    "GERRIT_URL": "",
+    "REDMINE_URL": "",
     # "production" refuses to start without SECRET_KEY.
     "ENV": "development",
 }

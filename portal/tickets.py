@@ -229,3 +229,84 @@ def tickets_for_refs(session: Session, refs: list[str]) -> list[dict[str, Any]]:
                                              "url": default_url(ref), "title": "", "status": "",
                                              "fix_state": "unknown", "test_state": "unknown"})
     return out
+
+
+def tracker_urls(config: Any) -> dict[str, str]:
+    """Base URLs of the trackers this deployment fetches from (EARSHOT_*_URL); unset ones are skipped."""
+    keys = {"launchpad": "LAUNCHPAD_API_URL", "jira": "JIRA_URL", "github": "GITHUB_API_URL",
+            "gerrit": "GERRIT_URL", "redmine": "REDMINE_URL"}
+    return {tracker: str(config.get(key) or "").rstrip("/") for tracker, key in keys.items() if config.get(key)}
+
+
+def api_urls(ref: str, base: str) -> list[str]:
+    """Where a tracker's API describes a ticket (first the ticket, then its linked evidence)."""
+    kind, _, value = ref.partition(":")
+    if kind == "lp":
+        return [f"{base}/bugs/{value}", f"{base}/bugs/{value}/bug_tasks"]
+    if kind == "jira":
+        return [f"{base}/rest/api/2/issue/{value}"]
+    if kind == "gh":
+        repo, _, number = value.partition("#")
+        return [f"{base}/repos/{repo}/issues/{number}"]
+    if kind == "gerrit":
+        return [f"{base}/changes/{value}?o=CURRENT_REVISION&o=CURRENT_FILES"]
+    if kind == "redmine":
+        return [f"{base}/issues/{value}.json"]
+    return []
+
+
+def fetch_tickets(session: Session, config: Any, refs: list[str] | None = None,
+                  test_globs: Iterable[str] = DEFAULT_TEST_GLOBS) -> TicketImportResult:
+    """Fetch the tickets threads mention (or `refs`) from every configured tracker."""
+    import json as jsonlib
+    import tempfile
+    from pathlib import Path
+
+    from importers.trackers import iter_tickets
+
+    from .fetch import FetchError, get
+
+    bases = tracker_urls(config)
+    if refs is None:
+        refs = [r for (r,) in session.execute(select(TicketMention.ref).distinct().order_by(TicketMention.ref))]
+    result = TicketImportResult()
+    items: list[TicketRecord | EvidenceRecord | ImportProblem] = []
+    with tempfile.TemporaryDirectory(prefix="earshot-fetch-") as tmp:
+        for ref in refs:
+            tracker = tracker_of(ref)
+            base = bases.get(tracker)
+            if not base:
+                continue
+            for i, url in enumerate(api_urls(ref, base)):
+                try:
+                    body = get(url)
+                except FetchError as exc:
+                    items.append(ImportProblem(url, ref, str(exc)))
+                    break
+                path = Path(tmp) / f"{tracker}-{len(items)}-{i}.json"
+                path.write_bytes(body)
+                fetched = list(iter_tickets(path, tracker))
+                for item in fetched:
+                    if isinstance(item, ImportProblem):
+                        item.file = url
+                    elif isinstance(item, TicketRecord) and tracker == "launchpad":
+                        item.ref = ref  # bug tasks describe the bug through their own links
+                items.extend(fetched)
+                if tracker == "jira" and i == 0:
+                    try:
+                        issue_id = jsonlib.loads(body).get("id")
+                    except (ValueError, AttributeError):
+                        issue_id = None
+                    if issue_id:
+                        dev = f"{base}/rest/dev-status/1.0/issue/detail?issueId={issue_id}&applicationType=github" \
+                              "&dataType=repository"
+                        try:
+                            dev_path = Path(tmp) / f"commits_{issue_id}.json"
+                            dev_path.write_bytes(get(dev))
+                            items.extend(iter_tickets(dev_path, "jira"))
+                        except FetchError as exc:
+                            items.append(ImportProblem(dev, ref, str(exc)))
+        stored = store_tracker_items(session, items, test_globs)
+    result.tickets_new, result.tickets_updated = stored.tickets_new, stored.tickets_updated
+    result.evidence_new, result.problems = stored.evidence_new, stored.problems
+    return result
