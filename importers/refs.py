@@ -91,3 +91,12 @@ def tracker_of(ref: str) -> str:
     """`lp:123` -> `launchpad`; the tracker a normalised reference points into."""
     return {"lp": "launchpad", "bp": "launchpad", "gerrit": "gerrit", "jira": "jira", "gh": "github",
             "redmine": "redmine", "story": "storyboard"}.get(ref.split(":", 1)[0], "other")
+
+
+_CHANGE_ID_RE = re.compile(r"^\s*Change-Id:\s*(I[0-9a-f]{40})\b", re.M)
+
+
+def extract_change_ids(text: str) -> list[str]:
+    """Gerrit Change-Ids (`changeid:I...`): a change by its id, resolved to `gerrit:N` once the
+    change itself is known."""
+    return [f"changeid:{c}" for c in dict.fromkeys(_CHANGE_ID_RE.findall(text or ""))]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from importers.model import ParsedMessage
-from importers.refs import DEFAULT_JIRA_PROJECTS, DEFAULT_REDMINE_HOSTS, extract_refs
+from importers.refs import DEFAULT_JIRA_PROJECTS, DEFAULT_REDMINE_HOSTS, extract_change_ids, extract_refs
 from importers.text import is_reply_subject
 
 from .classify import Judgment, Taxonomy, load_taxonomy
@@ -60,6 +60,10 @@ class Enricher:
         found = extract_refs(text, jira_projects=self.jira_projects, redmine_hosts=self.redmine_hosts,
                              repo=self.list_repos.get((msg.list_name or "").lower()))
         return list(dict.fromkeys([*msg.own_refs, *found]))
+
+    def mentions(self, msg: ParsedMessage) -> list[str]:
+        """What is stored for a message: its references, and Change-Ids waiting to be resolved."""
+        return [*self.refs(msg), *extract_change_ids(msg.new_text)]
 
     def components(self, msg: ParsedMessage) -> list[Judgment]:
         """The rules' judgments, joined by what the model learned from developers' corrections."""

@@ -267,7 +267,7 @@ class Ingest:
         judgments: list[dict[str, object]] = []
         version = self.enricher.taxonomy.version
         for pk, m in stored:
-            mentions.extend({"message_pk": pk, "ref": r[:300]} for r in self.enricher.refs(m))
+            mentions.extend({"message_pk": pk, "ref": r[:300]} for r in self.enricher.mentions(m))
             judgments.extend({"message_pk": pk, "component": j.component, "confidence": j.confidence,
                               "reasons": json.dumps(j.reasons), "ruleset_version": version}
                              for j in self.enricher.components(m))

@@ -20,6 +20,7 @@ from .models import (
     Person,
     Thread,
     ThreadComponentOverride,
+    Ticket,
     TicketMention,
 )
 
@@ -132,10 +133,18 @@ def thread_refs(session: Session, thread_ids: list[int | None]) -> dict[int, lis
     if not thread_ids:
         return {}
     out: dict[int, list[str]] = {}
-    for tid, ref in session.execute(
-            select(Message.thread_id, TicketMention.ref).join(Message, Message.id == TicketMention.message_pk)
-            .where(Message.thread_id.in_(thread_ids)).order_by(Message.date.is_(None), Message.date, TicketMention.id)):
-        if ref not in out.setdefault(tid, []):
+    rows = session.execute(
+        select(Message.thread_id, TicketMention.ref).join(Message, Message.id == TicketMention.message_pk)
+        .where(Message.thread_id.in_(thread_ids))
+        .order_by(Message.date.is_(None), Message.date, TicketMention.id)).all()
+    # Change-Ids count once a Gerrit change with that id is known, as that change.
+    change_ids = {ref.split(":", 1)[1] for _tid, ref in rows if ref.startswith("changeid:")}
+    resolved: dict[str, str] = dict(session.execute(select(Ticket.external_id, Ticket.ref).where(
+        Ticket.tracker == "gerrit", Ticket.external_id.in_(change_ids))).all()) if change_ids else {}
+    for tid, ref in rows:
+        if ref.startswith("changeid:"):
+            ref = resolved.get(ref.split(":", 1)[1], "")
+        if ref and ref not in out.setdefault(tid, []):
             out[tid].append(ref)
     return out
 

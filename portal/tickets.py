@@ -212,7 +212,9 @@ def ticket_detail(session: Session, ticket_id: int) -> dict[str, Any] | None:
                          "touches_tests": e.touches_tests, "merged": e.merged, "release": e.release} for e in evidence]
     thread_ids = [t for (t,) in session.execute(
         select(Message.thread_id).join(TicketMention, TicketMention.message_pk == Message.id)
-        .where(TicketMention.ref == ticket.ref).distinct())]
+        .where(TicketMention.ref.in_([ticket.ref, *([f"changeid:{ticket.external_id}"]
+                                                    if ticket.tracker == "gerrit" and ticket.external_id else [])]))
+        .distinct())]
     data["threads"] = list_threads_by_ids(session, thread_ids)
     return data
 

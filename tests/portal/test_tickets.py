@@ -127,3 +127,24 @@ def test_git_import_reads_a_repository_folder(tmp_path, runner):
                    check=True, env=env)
     summary = json.loads(runner.invoke(args=["git", "import", "--json", str(repo)]).output)
     assert (summary["bugs_fixed"], summary["bugs_with_test_evidence"]) == (1, 1)
+
+
+def test_change_ids_resolve_once_the_change_is_known(runner, client, import_paths, tmp_path):
+    change_id = "I" + "ab12" * 10
+    (tmp_path / "m.mbox").write_text(
+        "From a@b Mon Sep  1 10:00:00 2014\nFrom: Dev <d@x.org>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+        f"Subject: proposed fix\nMessage-ID: <c1@x>\n\nI pushed the fix:\n\nChange-Id: {change_id}\n\n",
+        encoding="utf-8")
+    import_paths(tmp_path / "m.mbox")
+    [thread] = client.get("/api/v1/threads").get_json()["items"]
+    assert thread["refs"] == []
+    export = tmp_path / "gerrit"
+    export.mkdir()
+    (export / "change.json").write_text(")]}'\n" + json.dumps(
+        {"_number": 712345, "change_id": change_id, "project": "openstack/nova", "status": "MERGED",
+         "subject": "Fix quota drift"}))
+    runner.invoke(args=["tickets", "import", str(export)])
+    detail = client.get(f"/api/v1/threads/{thread['id']}").get_json()
+    assert detail["refs"] == ["gerrit:712345"] and detail["tickets"][0]["fix_state"] == "merged"
+    ticket = client.get(f"/api/v1/tickets/{detail['tickets'][0]['id']}").get_json()
+    assert [t["id"] for t in ticket["threads"]] == [thread["id"]]
