@@ -36,6 +36,14 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+# Lower-case strings one of which must occur for the pattern at the same position to match.
+_HINTS: list[tuple[str, ...]] = [
+    ("review.openstack.org", "review.opendev.org"), ("launchpad.net",), ("blueprints.launchpad",),
+    ("github.com",), ("storyboard",), ("browse/",), ("/issues/",), ("bug", "lp"), ("bug",), ("bug",),
+    ("blueprint",), ("story",), ("poo#",), (), ("#",),
+]
+
+
 def extract_refs(text: str, *, jira_projects: Iterable[str] = DEFAULT_JIRA_PROJECTS,
                  redmine_hosts: Iterable[str] = DEFAULT_REDMINE_HOSTS, repo: str | None = None) -> list[str]:
     """Ticket ids in order of first appearance, without duplicates.
@@ -48,7 +56,15 @@ def extract_refs(text: str, *, jira_projects: Iterable[str] = DEFAULT_JIRA_PROJE
     projects = {p.upper() for p in jira_projects}
     hosts = {h.lower() for h in redmine_hosts}
     found: list[tuple[int, str]] = []
-    for kind, pattern in _PATTERNS:
+    lowered = text.lower()
+    for (kind, pattern), hints in zip(_PATTERNS, _HINTS, strict=True):
+        # Most text names no ticket at all: skip a pattern whose literal parts are absent.
+        if hints and not any(h in lowered for h in hints):
+            continue
+        if kind == "jira" and not any(p in text for p in projects):
+            continue
+        if kind == "gh-bare" and not repo:
+            continue
         for m in pattern.finditer(text):
             ref = _normalise(kind, m, projects, hosts, repo)
             if ref:
