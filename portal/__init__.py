@@ -26,13 +26,24 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         # Development only: a per-process key (sessions do not survive a restart).
         app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
     app.config.setdefault("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=app.config["ENV"] == "production",
+        RATELIMIT_STORAGE_URI=app.config.get("RATELIMIT_STORAGE_URI") or "memory://",
+        RATELIMIT_ENABLED=str(app.config.get("RATELIMIT_ENABLED", True)).lower() not in ("0", "false", "no"),
+    )
 
     from . import cli, db
+    from .extensions import csrf, limiter
     from .views import api, web
 
     db.init_app(app)
     cli.init_app(app)
+    csrf.init_app(app)
+    limiter.init_app(app)
     app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)
     app.register_blueprint(web.bp)
 
     @app.after_request

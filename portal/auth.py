@@ -7,8 +7,9 @@ import secrets
 from functools import wraps
 from typing import Any
 
-from flask import current_app, jsonify, request
-from sqlmodel import Session, select
+from flask import current_app, jsonify, request, session
+from sqlmodel import Session as DbSession
+from sqlmodel import select
 
 from .db import db
 from .models import ApiToken, User, utcnow
@@ -20,7 +21,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: Session, user: User, scopes: str = "read") -> str:
+def create_token(session: DbSession, user: User, scopes: str = "read") -> str:
     """A new token for the user; only its hash is stored, so this is the one time it is seen."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     assert user.id is not None
@@ -28,7 +29,7 @@ def create_token(session: Session, user: User, scopes: str = "read") -> str:
     return token
 
 
-def user_for_token(session: Session, token: str) -> User | None:
+def user_for_token(session: DbSession, token: str) -> User | None:
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         return None
@@ -36,10 +37,14 @@ def user_for_token(session: Session, token: str) -> User | None:
 
 
 def current_user() -> User | None:
+    """The API's caller by bearer token; the pages' by the signed session cookie."""
+    user = None
     header = request.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
-        return user_for_token(db(), header[7:].strip())
-    return None
+        user = user_for_token(db(), header[7:].strip())
+    elif request.blueprint != "api" and session.get("user_id"):
+        user = db().get(User, session["user_id"])
+    return user
 
 
 def read_allowed() -> bool:
@@ -59,7 +64,7 @@ def api_read(view: Any) -> Any:
     return wrapper
 
 
-def revoke(session: Session, token_id: int) -> None:
+def revoke(session: DbSession, token_id: int) -> None:
     row = session.get(ApiToken, token_id)
     if row is not None:
         row.revoked_at = utcnow()

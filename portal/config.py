@@ -43,6 +43,12 @@ DEFAULTS: dict[str, object] = {
     "GITHUB_API_URL": "",
     "GERRIT_URL": "",
     "REDMINE_URL": "",
+    # Where rate-limit counters live; memory:// is per process, so several workers share e.g.
+    # redis://host:6379. RATELIMIT_ENABLED=0 turns limits off (never in production).
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_ENABLED": True,
+    # Sign-in attempts allowed per address.
+    "SIGNIN_RATE_LIMIT": "10 per minute",
     # "production" refuses to start without SECRET_KEY.
     "ENV": "development",
 }

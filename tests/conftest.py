@@ -48,7 +48,9 @@ def app(tmp_path: Path):
         _reset_postgres(PG_URL)
         url = PG_URL
     application = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url,
-                              "SECRET_KEY": "test-secret", "PRIVATE": False, "IMPORT_BATCH": 50})
+                              "SECRET_KEY": "test-secret", "PRIVATE": False, "IMPORT_BATCH": 50,
+                              # Tests share one address; the rate-limit test sets its own limit.
+                              "SIGNIN_RATE_LIMIT": "1000 per minute"})
     dbmod.upgrade(application.config["SQLALCHEMY_URL"])
     yield application
     engine = dbmod._engines.pop(application.config["SQLALCHEMY_URL"], None)

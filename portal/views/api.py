@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlmodel import select
 
 from ..auth import api_read, api_role
 from ..classify import load_taxonomy
+from ..corrections import apply_corrections
 from ..db import db
-from ..models import FIX_STATES, Thread, ThreadComponentOverride, User
+from ..models import FIX_STATES, Thread, User
 from ..threads import BadParameter, list_threads, parse_int, parse_when, thread_detail
 from ..tickets import list_tickets, ticket_detail
 
@@ -62,31 +62,10 @@ def correct_components(thread_id: int, user: User) -> Any:
     if not isinstance(body, dict):
         return jsonify({"error": "invalid body", "errors": {"body": "expected a JSON object"}}), 422
     known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
-    errors: dict[str, str] = {}
-    changes: dict[str, list[str]] = {}
-    for key in ("confirm", "reject", "clear"):
-        value = body.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            errors[key] = "expected a list of component names"
-            continue
-        unknown = [v for v in value if v not in known]
-        if unknown:
-            errors[key] = f"unknown components: {', '.join(unknown)}"
-        changes[key] = value
+    errors = apply_corrections(session, thread_id, known, user.email, confirm=body.get("confirm", []),
+                               reject=body.get("reject", []), clear=body.get("clear", []))
     if errors:
         return jsonify({"error": "invalid body", "errors": errors}), 422
-    for key, state in (("confirm", "confirmed"), ("reject", "rejected"), ("clear", None)):
-        for name in changes.get(key, []):
-            row = session.exec(select(ThreadComponentOverride).where(
-                ThreadComponentOverride.thread_id == thread_id, ThreadComponentOverride.component == name)).first()
-            if state is None:
-                if row is not None:
-                    session.delete(row)
-                continue
-            row = row or ThreadComponentOverride(thread_id=thread_id, component=name, state=state)
-            row.state, row.by = state, user.email
-            session.add(row)
-    session.commit()
     return jsonify(thread_detail(session, thread_id))
 
 

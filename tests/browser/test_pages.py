@@ -108,3 +108,23 @@ def test_markup_from_archives_never_runs(server, page):
     page.wait_for_load_state("load")
     assert page.dialogs == []  # type: ignore[attr-defined]
     assert "<script>alert(2)</script>" in page.locator("article .text").first.inner_text()
+
+
+def test_developer_signs_in_and_confirms_a_component(server, page, runner):
+    runner.invoke(args=["users", "create", "--email", "dev@x.org", "--role", "developer"])
+    token = runner.invoke(args=["tokens", "create", "--email", "dev@x.org"]).output.strip().splitlines()[-1]
+    from playwright.sync_api import expect
+
+    page.goto(server + "/")
+    page.get_by_role("link", name="Sign in").click()
+    page.fill("input[name=token]", token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator(".flash")).to_contain_text("Signed in as dev@x.org")
+    page.get_by_role("link", name="Blameless post mortem").click()
+    page.wait_for_url("**/threads/*")
+    page.select_option("select[name=confirm]", "ci-testing")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".flash")).to_contain_text("Components updated")
+    expect(page.locator(".facts .badge.comp").first).to_contain_text("ci-testing")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "thread-corrected-phone.png"), full_page=False)
