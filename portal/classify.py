@@ -51,6 +51,9 @@ class Taxonomy:
     # A second component must score at least this share of the first: a message has one main
     # component and names others only when it really covers them.
     secondary_ratio: float = 0.5
+    # Subjects that mark process talk (elections, summits, release schedules): no component.
+    process_words: frozenset[str] = frozenset()
+    process_tags: frozenset[str] = frozenset()
     # word -> [(component, weight)], for one pass over the tokens of a text
     _by_word: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     _phrase_re: re.Pattern[str] | None = None
@@ -74,8 +77,16 @@ class Taxonomy:
     def top_level(self) -> list[str]:
         return [n for n in self.components if "/" not in n]
 
+    def is_process_talk(self, subject: str) -> bool:
+        """True when the subject says the thread is about process, not about a part of the system."""
+        tags = {t.strip().casefold() for t in _TAG_RE.findall(subject or "")}
+        words = set(_TOKEN_RE.findall(_TAG_RE.sub(" ", subject or "").casefold()))
+        return bool(tags & self.process_tags or words & self.process_words)
+
     def classify(self, subject: str, text: str) -> list[Judgment]:
         """Components above the threshold, most confident first, each with the signals that fired."""
+        if self.is_process_talk(subject):
+            return []
         scores: dict[str, float] = {}
         reasons: dict[str, list[str]] = {}
 
@@ -138,7 +149,10 @@ def parse_taxonomy(text: str) -> Taxonomy:
         )
         components[name].tags = {t if t.startswith("[") else f"[{t}]": w for t, w in components[name].tags.items()}
         components[name].tags = {t.strip("[]"): w for t, w in components[name].tags.items()}
+    process = data.get("process") or {}
     return Taxonomy(version=str(data.get("version", "0")), components=components,
+                    process_words=frozenset(str(w).casefold() for w in process.get("subject_words", [])),
+                    process_tags=frozenset(str(t).casefold().strip("[]") for t in process.get("subject_tags", [])),
                     scale=float(data.get("scale", 2.0)), threshold=float(data.get("threshold", 0.55)),
                     secondary_ratio=float(data.get("secondary_ratio", 0.5)))
 

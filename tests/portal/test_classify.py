@@ -56,7 +56,7 @@ def test_evaluate_on_labeled_list_messages(shared):
     report = evaluate(shared / "corpus/labeled-ops/labels.jsonl", Enricher(load_taxonomy()))
     assert report["n"] == 64
     assert report["refs"]["precision"] >= 0.95 and report["refs"]["recall"] >= 0.90
-    assert report["components"]["macro_f1"] >= 0.65
+    assert report["components"]["macro_f1"] >= 0.75
 
 
 def test_evaluate_decoys_and_bad_label_files(tmp_path):
@@ -189,3 +189,10 @@ def test_model_learns_from_developer_corrections(app, runner, client, tmp_path):
 def test_learning_needs_enough_corrections(runner):
     out = runner.invoke(args=["classify", "--learn"])
     assert out.exit_code == 0 and "not enough corrections" in out.output
+
+
+def test_process_talk_has_no_component():
+    tax = load_taxonomy()
+    assert tax.classify("[openstack-dev] [neutron] Announcing my candidacy for PTL", "neutron dvr l3-agent") == []
+    assert tax.classify("[release] Feature freeze for Pike", "nova cinder neutron") == []
+    assert tax.classify("[all] Zuul v3 rollout", "the gate and zuul jobs")[0].component == "ci-testing"
