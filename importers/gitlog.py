@@ -180,7 +180,7 @@ def ticket_links(commit: Commit, *, jira_projects: Iterable[str], repo: str | No
         if m.group(1).lower().endswith(("blueprint", "implements")):
             add([f"bp:{value.strip().split()[-1].lower()}"], "progress")
         else:
-            add(_trailer_refs(value, projects, repo), "progress")
+            add(_trailer_refs(value, projects, repo, bug=m.group(1).lower().endswith("bug")), "progress")
     for m in _CLOSING_TRAILER_RE.finditer(msg):
         if re.fullmatch(r"\s*[0-9a-f]{7,40}\b.*", m.group(2)) and "bug" not in m.group(1).lower():
             continue  # kernel-style "Fixes: <sha> (subject)" names a commit, not a ticket

@@ -342,3 +342,15 @@ def demo_load(messages: int, seed: int) -> None:
                 s.add(MailingList(name=name, role=role))
     summary = run_import(paths, show_progress=sys.stderr.isatty())
     click.echo(f"demo: {summary['messages_new']} new messages, {summary['duplicates']} already there")
+    from importers.gitlog import iter_commits
+
+    from .demo import write_demo_gitlog
+    from .models import TicketMention
+    from .tickets import store_commits
+
+    with dbmod.session_scope() as s:
+        refs = [r for (r,) in s.execute(select(TicketMention.ref).distinct())
+                if r.startswith(("lp:", "jira:CLOUDSTACK-"))]
+        log = write_demo_gitlog(folder / "demo-git.log", refs, seed)
+        result = store_commits(s, iter_commits(log), jira_projects=["CLOUDSTACK"])
+    click.echo(f"demo: git history fixes {len(result.fixes)} tickets, {len(result.tested)} with a test")

@@ -146,3 +146,45 @@ def write_maildir(folder: Path, count: int, seed: int = 7) -> Path:
 def write_demo_archives(folder: Path, messages: int = 1500, seed: int = 7) -> list[Path]:
     """The demo data set for `make run`."""
     return [write_mbox(folder / "demo.mbox", messages, seed)]
+
+
+def write_demo_gitlog(path: Path, refs: list[str], seed: int = 7) -> Path:
+    """A `git log --format=fuller --numstat` history that fixes some of the given Launchpad and Jira
+    references: some with a test, some without, some only partly; the rest stay unfixed."""
+    rng = random.Random(seed)
+    when = datetime(2014, 6, 1, 12, 0, tzinfo=UTC)
+    blocks = []
+    for i, ref in enumerate(sorted(refs)):
+        roll = rng.random()
+        if roll > 0.7:
+            continue  # never fixed
+        kind, _, ident = ref.partition(":")
+        when += timedelta(hours=rng.randint(1, 72))
+        tested = roll < 0.35
+        if kind == "lp":
+            trailer = f"{'Partial' if 0.6 < roll <= 0.7 else 'Closes'}-Bug: #{ident}"
+            subject = f"Fix the problem reported in bug {ident}"
+        elif kind == "jira":
+            trailer = ""
+            subject = f"{ident}: fix the reported regression"
+        else:
+            continue
+        files = ["nova/compute/manager.py"] + (["nova/tests/unit/compute/test_manager.py"] if tested else [])
+        date = format_datetime(when)
+        blocks.append("\n".join([
+            f"commit {random.Random(f'{seed}-{i}').getrandbits(160):040x}",
+            "Author:     Demo Developer <dev@earshot.invalid>",
+            f"AuthorDate: {date}",
+            "Commit:     Demo Developer <dev@earshot.invalid>",
+            f"CommitDate: {date}",
+            "",
+            f"    {subject}",
+            "",
+            *([f"    {trailer}"] if trailer else []),
+            "",
+            *[f"{rng.randint(1, 40)}\t{rng.randint(0, 10)}\t{f}" for f in files],
+            "",
+        ]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(reversed(blocks)), encoding="utf-8")  # git prints newest first
+    return path
