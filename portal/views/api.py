@@ -27,14 +27,19 @@ def _not_found(_exc: Exception) -> Any:
     return jsonify({"error": "not found"}), 404
 
 
+def _paging() -> tuple[int, int]:
+    """limit and offset of a list request, checked (400 naming the parameter otherwise)."""
+    limit = parse_int("limit", request.args.get("limit"), current_app.config["PAGE_SIZE"], 1,
+                      current_app.config["MAX_PAGE_SIZE"])
+    return limit, parse_int("offset", request.args.get("offset"), 0, 0, 10**9)
+
+
 @bp.get("/threads")
 @api_read
 def threads() -> Any:
     """GET /api/v1/threads?list=&component=&since=&until=&limit=&offset="""
     args = request.args
-    limit = parse_int("limit", args.get("limit"), current_app.config["PAGE_SIZE"], 1,
-                      current_app.config["MAX_PAGE_SIZE"])
-    offset = parse_int("offset", args.get("offset"), 0, 0, 10**9)
+    limit, offset = _paging()
     total, items = list_threads(db(), list_name=args.get("list") or None, component=args.get("component") or None,
                                 since=parse_when("since", args.get("since")),
                                 until=parse_when("until", args.get("until")), limit=limit, offset=offset)
@@ -74,9 +79,7 @@ def correct_components(thread_id: int, user: User) -> Any:
 def tickets() -> Any:
     """GET /api/v1/tickets?tracker=&fix=&test=yes|no&limit=&offset="""
     args = request.args
-    limit = parse_int("limit", args.get("limit"), current_app.config["PAGE_SIZE"], 1,
-                      current_app.config["MAX_PAGE_SIZE"])
-    offset = parse_int("offset", args.get("offset"), 0, 0, 10**9)
+    limit, offset = _paging()
     fix = args.get("fix") or None
     if fix and fix not in FIX_STATES:
         raise BadParameter("fix", f"one of {', '.join(FIX_STATES)}")
