@@ -42,6 +42,36 @@ class Component:
         return self.name.rsplit("/", 1)[0] if "/" in self.name else None
 
 
+@dataclass(frozen=True)
+class PainJudgment:
+    is_pain: bool
+    score: float
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class PainRules:
+    """Signals that a message describes a production problem (pain) or is talk."""
+
+    threshold: float = 2.0
+    signals: dict[str, float] = field(default_factory=dict)  # negative weights are talk
+
+    def __post_init__(self) -> None:
+        self._re = re.compile(r"(?<![a-z0-9])(" + "|".join(
+            re.escape(p) for p in sorted(self.signals, key=len, reverse=True)) + r")(?![a-z0-9])") \
+            if self.signals else None
+
+    def judge(self, subject: str, text: str) -> PainJudgment:
+        if self._re is None:
+            return PainJudgment(False, 0.0, ())
+        body = f"{subject or ''}\n{text or ''}".casefold()
+        found = {m.group(1) for m in self._re.finditer(body)}
+        score = sum(self.signals[f] for f in found)
+        reasons = tuple(f"{'pain' if self.signals[f] > 0 else 'talk'} '{f}'"
+                        for f in sorted(found, key=lambda f: -abs(self.signals[f])))[:8]
+        return PainJudgment(score >= self.threshold, round(score, 2), reasons)
+
+
 @dataclass
 class Taxonomy:
     version: str
@@ -54,6 +84,7 @@ class Taxonomy:
     # Subjects that mark process talk (elections, summits, release schedules): no component.
     process_words: frozenset[str] = frozenset()
     process_tags: frozenset[str] = frozenset()
+    pain: PainRules = field(default_factory=PainRules)
     # word -> [(component, weight)], for one pass over the tokens of a text
     _by_word: dict[str, list[tuple[str, float]]] = field(default_factory=dict)
     _phrase_re: re.Pattern[str] | None = None
@@ -150,7 +181,12 @@ def parse_taxonomy(text: str) -> Taxonomy:
         components[name].tags = {t if t.startswith("[") else f"[{t}]": w for t, w in components[name].tags.items()}
         components[name].tags = {t.strip("[]"): w for t, w in components[name].tags.items()}
     process = data.get("process") or {}
+    pain = data.get("pain") or {}
+    pain_signals = _weighted(list(pain.get("words", [])) + list(pain.get("phrases", [])))
+    talk = _weighted(list(pain.get("talk_words", [])) + list(pain.get("talk_phrases", [])))
+    pain_signals.update({k: -v for k, v in talk.items()})
     return Taxonomy(version=str(data.get("version", "0")), components=components,
+                    pain=PainRules(float(pain.get("threshold", 2.0)), pain_signals),
                     process_words=frozenset(str(w).casefold() for w in process.get("subject_words", [])),
                     process_tags=frozenset(str(t).casefold().strip("[]") for t in process.get("subject_tags", [])),
                     scale=float(data.get("scale", 2.0)), threshold=float(data.get("threshold", 0.55)),

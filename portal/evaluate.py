@@ -64,6 +64,7 @@ def evaluate(labels_path: Path, enricher: Enricher) -> dict[str, Any]:
     names = enricher.taxonomy.top_level
     counts = {c: [0, 0, 0] for c in names}  # tp, fp, fn
     ref_tp = ref_fp = ref_fn = 0
+    pain_counts = [0, 0, 0]  # tp, fp, fn over items labeled is_pain_point
     mistakes = []
     for row in rows:
         msgs = messages_of(row, base)
@@ -79,6 +80,12 @@ def evaluate(labels_path: Path, enricher: Enricher) -> dict[str, Any]:
         ref_tp += len(refs & want_refs)
         ref_fp += len(refs - want_refs)
         ref_fn += len(want_refs - refs)
+        if isinstance(row.get("is_pain_point"), bool):
+            top = msgs[0]
+            pain = enricher.taxonomy.pain.judge(top.subject, top.new_text).is_pain
+            pain_counts[0] += pain and row["is_pain_point"]
+            pain_counts[1] += pain and not row["is_pain_point"]
+            pain_counts[2] += row["is_pain_point"] and not pain
         if got != want or refs != want_refs:
             mistakes.append({"line": row["_line"], "item": row.get("file", "text"),
                              "components": {"got": sorted(got), "want": sorted(want)},
@@ -91,6 +98,6 @@ def evaluate(labels_path: Path, enricher: Enricher) -> dict[str, Any]:
         "components": {"macro_f1": round(sum(with_support) / len(with_support), 4) if with_support else None,
                        "per_component": per},
         "refs": _prf(ref_tp, ref_fp, ref_fn),
-        "pain": None,  # filled by the pain-point classifier
+        "pain": {**_prf(*pain_counts), "support": pain_counts[0] + pain_counts[2]},
         "mistakes": mistakes,
     }
