@@ -260,13 +260,11 @@ def lists_show() -> None:
 @click.argument("name")
 @click.argument("role", type=click.Choice(ROLES))
 def lists_set_role(name: str, role: str) -> None:
+    from .ingest import set_list_role
+
     with dbmod.session_scope() as s:
-        ml = s.exec(select(MailingList).where(MailingList.name == name.lower())).first()
-        if ml is None:
-            ml = MailingList(name=name.lower())
-        ml.role = role
-        s.add(ml)
-    click.echo(f"{name.lower()} is a {role} list")
+        changed = set_list_role(s, name, role)
+    click.echo(f"{name.lower()} is a {role} list; {changed} people seeded from it follow")
 
 
 @click.group("people", cls=AppGroup, help="People who wrote to the lists.")

@@ -149,11 +149,6 @@ class Ingest:
             self.session.commit()
         return self.result
 
-    def store(self, messages: list[ParsedMessage]) -> ImportResult:
-        """Store already-parsed messages (web upload, tests) in one batch."""
-        self._store_batch(messages)
-        return self.result
-
     # -- batches ------------------------------------------------------------------------------
 
     def _store_batch(self, batch: list[ParsedMessage]) -> None:
@@ -543,3 +538,23 @@ def reclassify(session: Session, enricher: Enricher, *, everything: bool = False
             session.commit()
             bar.update(len(chunk))
     return len(ids)
+
+
+def set_list_role(session: Session, name: str, role: str) -> int:
+    """Set a list's role; people whose role was seeded from this list (their first message is
+    here, and nobody set their role by hand) follow it. Returns how many people changed."""
+    from sqlalchemy import update as sa_update
+
+    ml = session.execute(select(MailingList).where(MailingList.name == name.lower())).scalars().first()
+    if ml is None:
+        ml = MailingList(name=name.lower(), role=role)
+    ml.role = role
+    session.add(ml)
+    session.flush()
+    first = select(MSG.c.person_id, func.min(MSG.c.id).label("first_id")).group_by(MSG.c.person_id).subquery()
+    seeded_here = select(first.c.person_id).join(MSG, MSG.c.id == first.c.first_id).where(MSG.c.list_id == ml.id)
+    seeded_role = role if role in ("operator", "developer") else "unknown"
+    result = session.execute(sa_update(Person.__table__).where(
+        Person.__table__.c.id.in_(seeded_here), Person.__table__.c.role_source == "list",
+        Person.__table__.c.role != seeded_role).values(role=seeded_role))
+    return int(result.rowcount or 0)

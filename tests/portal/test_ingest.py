@@ -232,3 +232,16 @@ def test_demo_generator_dates_stay_in_the_past():
     for raw in generate_messages(20000, 3):
         last = raw
     assert parsedate_to_datetime(email.message_from_bytes(last)["Date"]) < datetime.now(UTC)
+
+
+def test_list_role_reseeds_people_first_seen_there_but_not_manual_ones(runner, import_paths, tmp_path, session):
+    (tmp_path / "a.mbox").write_text(_msg("p1@x", "Hello", frm="Ann <ann@x.org>")
+                                     + _msg("p2@x", "Hi", frm="Bob <bob@x.org>"), encoding="utf-8")
+    import_paths(tmp_path / "a.mbox", list_name="cloud-talk")
+    assert {p.role for p in session.exec(select(Person))} == {"unknown"}
+    assert runner.invoke(args=["people", "set-role", "bob@x.org", "developer"]).exit_code == 0
+    out = runner.invoke(args=["lists", "set-role", "cloud-talk", "operator"])
+    assert "1 people" in out.output
+    session.expire_all()
+    roles = {p.email: p.role for p in session.exec(select(Person))}
+    assert roles == {"ann@x.org": "operator", "bob@x.org": "developer"}
