@@ -543,8 +543,6 @@ def reclassify(session: Session, enricher: Enricher, *, everything: bool = False
 def set_list_role(session: Session, name: str, role: str) -> int:
     """Set a list's role; people whose role was seeded from this list (their first message is
     here, and nobody set their role by hand) follow it. Returns how many people changed."""
-    from sqlalchemy import update as sa_update
-
     ml = session.execute(select(MailingList).where(MailingList.name == name.lower())).scalars().first()
     if ml is None:
         ml = MailingList(name=name.lower(), role=role)
@@ -554,7 +552,7 @@ def set_list_role(session: Session, name: str, role: str) -> int:
     first = select(MSG.c.person_id, func.min(MSG.c.id).label("first_id")).group_by(MSG.c.person_id).subquery()
     seeded_here = select(first.c.person_id).join(MSG, MSG.c.id == first.c.first_id).where(MSG.c.list_id == ml.id)
     seeded_role = role if role in ("operator", "developer") else "unknown"
-    result = session.execute(sa_update(Person.__table__).where(
+    result = session.execute(update(Person.__table__).where(
         Person.__table__.c.id.in_(seeded_here), Person.__table__.c.role_source == "list",
         Person.__table__.c.role != seeded_role).values(role=seeded_role))
     return int(result.rowcount or 0)
