@@ -46,6 +46,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     csrf.exempt(api.bp)
     app.register_blueprint(web.bp)
 
+    @app.template_filter("safe_url")
+    def _safe_url(value: object) -> str:
+        """Links from imported data only when they are http(s): never javascript: or data:."""
+        text = str(value or "").strip()
+        return text if text.lower().startswith(("http://", "https://")) else "#"
+
     @app.after_request
     def _security_headers(response):  # type: ignore[no-untyped-def]
         # Nothing an archive wrote may run as script: no inline script, no foreign sources.

@@ -148,3 +148,26 @@ def test_change_ids_resolve_once_the_change_is_known(runner, client, import_path
     assert detail["refs"] == ["gerrit:712345"] and detail["tickets"][0]["fix_state"] == "merged"
     ticket = client.get(f"/api/v1/tickets/{detail['tickets'][0]['id']}").get_json()
     assert [t["id"] for t in ticket["threads"]] == [thread["id"]]
+
+
+def test_ticket_links_from_imported_data_are_only_http(runner, client, import_paths, tmp_path):
+    (tmp_path / "m.mbox").write_text(
+        "From a@b Mon Sep  1 10:00:00 2014\nFrom: Op <op@x.org>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+        "Subject: see LP\nMessage-ID: <u1@x>\n\nhttps://bugs.launchpad.net/bugs/1500003\n\n", encoding="utf-8")
+    import_paths(tmp_path / "m.mbox")
+    export = tmp_path / "lp"
+    export.mkdir()
+    (export / "bug.json").write_text(json.dumps({"id": 1500003, "title": "x", "web_link":
+                                                 "https://bugs.launchpad.net/bugs/1500003"}))
+    runner.invoke(args=["tickets", "import", str(export)])
+    from sqlmodel import select
+
+    from portal.db import session_scope
+    from portal.models import Ticket
+
+    with client.application.app_context(), session_scope() as s:
+        ticket = s.exec(select(Ticket)).one()
+        ticket.url = "javascript:alert(1)"
+    [thread] = client.get("/api/v1/threads").get_json()["items"]
+    html = client.get(f"/threads/{thread['id']}").get_data(as_text=True)
+    assert "javascript:" not in html and 'href="#"' in html
