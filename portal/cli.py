@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -48,13 +49,20 @@ def db_upgrade(revision: str) -> None:
     click.echo(f"database at {revision}", err=True)
 
 
+# Below this, starting a parsing process costs more than it saves.
+PARALLEL_FROM_BYTES = 2 * 1024 * 1024
+
+
 def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = None,
                show_progress: bool = False) -> dict[str, object]:
     """Import paths and return the run summary (shared by the CLI and the demo loader)."""
     total = total_bytes(paths)
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
               file=sys.stderr) as bar, dbmod.session_scope() as session:
-        ingest = Ingest(session, enricher=Enricher.from_config(current_app.config),
+        workers = str(current_app.config.get("IMPORT_PARALLEL", "auto")).lower()
+        parallel = (os.cpu_count() or 1) > 1 and total > PARALLEL_FROM_BYTES if workers == "auto" \
+            else workers in ("1", "true", "yes", "on")
+        ingest = Ingest(session, enricher=Enricher.from_config(current_app.config), parse_in_parallel=parallel,
                         batch_size=int(current_app.config["IMPORT_BATCH"]),
                         subject_window_days=int(current_app.config["SUBJECT_WINDOW_DAYS"]))
         result = ingest.run(paths, fmt=fmt, list_name=list_name, progress=bar.update)

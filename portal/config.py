@@ -21,6 +21,9 @@ DEFAULTS: dict[str, object] = {
     "MAX_PAGE_SIZE": 200,
     # Messages written per database transaction during an import.
     "IMPORT_BATCH": 500,
+    # Parse archives in a second process while the first stores: "auto" (when there are two cores
+    # and more than 2 MB to read), 1 (always) or 0 (never).
+    "IMPORT_PARALLEL": "auto",
     # Days within which a reply with no usable headers joins a thread by subject.
     "SUBJECT_WINDOW_DAYS": 30,
     # Component taxonomy (TOML); empty means data/components.toml.

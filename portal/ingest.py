@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlmodel import Session
 
 from importers.model import ImportProblem, ParsedMessage
+from importers.parallel import iter_paths_parallel
 from importers.sources import iter_path
 from importers.text import clean_text, is_reply_subject, name_key, normalize_subject, subject_key
 
@@ -96,8 +97,9 @@ class Ingest:
     """One import run: feed it ParsedMessages, it stores each exactly once."""
 
     def __init__(self, session: Session, *, enricher: Enricher | None = None, batch_size: int = 500,
-                 subject_window_days: int = 30):
+                 subject_window_days: int = 30, parse_in_parallel: bool = False):
         self.session = session
+        self.parse_in_parallel = parse_in_parallel
         self.enricher = enricher
         self.batch_size = batch_size
         self.window = timedelta(days=subject_window_days)
@@ -118,17 +120,22 @@ class Ingest:
         self.result.run_id = run.id
         batch: list[ParsedMessage] = []
         status = "failed"
+        if self.parse_in_parallel:
+            items: Iterable[ParsedMessage | ImportProblem] = iter_paths_parallel(
+                paths, fmt, list_name=list_name, now=now, progress=progress)
+        else:
+            items = (item for path in paths
+                     for item in iter_path(path, fmt, list_name=list_name, now=now, progress=progress))
         try:
-            for path in paths:
-                for item in iter_path(path, fmt, list_name=list_name, now=now, progress=progress):
-                    if isinstance(item, ImportProblem):
-                        self.result.problems.append(item)
-                        continue
-                    self.result.messages_seen += 1
-                    batch.append(item)
-                    if len(batch) >= self.batch_size:
-                        self._store_batch(batch)
-                        batch = []
+            for item in items:
+                if isinstance(item, ImportProblem):
+                    self.result.problems.append(item)
+                    continue
+                self.result.messages_seen += 1
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    self._store_batch(batch)
+                    batch = []
             if batch:
                 self._store_batch(batch)
             status = "done"

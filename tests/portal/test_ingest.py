@@ -245,3 +245,30 @@ def test_list_role_reseeds_people_first_seen_there_but_not_manual_ones(runner, i
     session.expire_all()
     roles = {p.email: p.role for p in session.exec(select(Person))}
     assert roles == {"ann@x.org": "operator", "bob@x.org": "developer"}
+
+
+def test_parsing_in_a_second_process_stores_the_same(app, shared, import_paths, session):
+    paths = [shared / "corpus/pipermail", shared / "corpus/mbox/ponymail", shared / "seeds"]
+    app.config["IMPORT_PARALLEL"] = "1"
+    parallel = import_paths(*paths)
+    threads_parallel = _count(session, Thread)
+    assert parallel["messages_new"] > 1000 and parallel["problems"] == []
+    again = import_paths(*paths)
+    assert again["messages_new"] == 0
+    # The same archives read in-process give the same numbers (a fresh database each).
+    from importers.model import ImportProblem
+    from importers.sources import iter_path
+
+    serial_seen = sum(1 for p in paths for item in iter_path(p) if not isinstance(item, ImportProblem))
+    assert parallel["messages_seen"] == serial_seen
+    assert threads_parallel == parallel["threads_touched"]
+
+
+def test_a_failing_parser_process_is_reported(shared):
+    import pytest
+
+    from importers.parallel import iter_paths_parallel
+
+    # A clock that is not a datetime makes the Redmine page's relative date fail inside the child.
+    with pytest.raises(RuntimeError, match="parsing process failed"):
+        list(iter_paths_parallel([shared / "seeds/003_4d933905ee238ada.txt"], now="not a datetime"))

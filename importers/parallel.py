@@ -1,0 +1,72 @@
+"""Read archives in a separate process while the caller stores what was read.
+
+Parsing is about half of an import; a second process does it while the first writes to the
+database. The child is started with "spawn" (it holds no database connections of the parent) and
+sends items in chunks through a bounded queue, so memory stays flat.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue as queue_mod
+import traceback
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from .model import ImportProblem, ParsedMessage
+from .sources import iter_path
+
+_CHUNK = 200
+
+
+def _produce(out: mp.Queue, paths: list[str], fmt: str, list_name: str | None, now: datetime | None) -> None:
+    chunk: list[ParsedMessage | ImportProblem] = []
+    read = [0]
+
+    def progress(n: int) -> None:
+        read[0] += n
+
+    try:
+        for path in paths:
+            for item in iter_path(Path(path), fmt, list_name=list_name, now=now, progress=progress):
+                chunk.append(item)
+                if len(chunk) >= _CHUNK:
+                    out.put(("items", chunk, read[0]))
+                    chunk, read[0] = [], 0
+        out.put(("items", chunk, read[0]))
+        out.put(("done", None, 0))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        out.put(("error", traceback.format_exc(), 0))
+
+
+def iter_paths_parallel(paths: list[Path], fmt: str = "auto", *, list_name: str | None = None,
+                        now: datetime | None = None,
+                        progress: Callable[[int], None] | None = None) -> Iterator[ParsedMessage | ImportProblem]:
+    """The same items as iter_path over every path, parsed in a child process."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue(maxsize=16)
+    proc = ctx.Process(target=_produce, args=(out, [str(p) for p in paths], fmt, list_name, now), daemon=True)
+    proc.start()
+    try:
+        while True:
+            try:
+                kind, payload, nbytes = out.get(timeout=5)
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the parsing process ended unexpectedly (exit code {proc.exitcode})") from None
+                continue
+            if kind == "items":
+                if progress and nbytes:
+                    progress(nbytes)
+                yield from payload
+            elif kind == "done":
+                return
+            else:
+                raise RuntimeError(f"the parsing process failed:\n{payload}")
+    finally:
+        if proc.is_alive():
+            proc.terminate()
+        proc.join(10)
+        out.close()
+        out.join_thread()
