@@ -103,10 +103,28 @@ def _normalise(kind: str, m: re.Match[str], projects: set[str], hosts: set[str],
     return None
 
 
+# Reference kind -> (tracker, where the ticket lives when no tracker record says otherwise).
+KINDS: dict[str, tuple[str, str]] = {
+    "lp": ("launchpad", "https://bugs.launchpad.net/bugs/{value}"),
+    "bp": ("launchpad", "https://blueprints.launchpad.net/+spec/{value}"),
+    "gerrit": ("gerrit", "https://review.opendev.org/{value}"),
+    "jira": ("jira", ""),
+    "gh": ("github", "https://github.com/{repo}/issues/{number}"),
+    "redmine": ("redmine", "https://progress.opensuse.org/issues/{value}"),
+    "story": ("storyboard", "https://storyboard.openstack.org/#!/story/{value}"),
+}
+
+
 def tracker_of(ref: str) -> str:
     """`lp:123` -> `launchpad`; the tracker a normalised reference points into."""
-    return {"lp": "launchpad", "bp": "launchpad", "gerrit": "gerrit", "jira": "jira", "gh": "github",
-            "redmine": "redmine", "story": "storyboard"}.get(ref.split(":", 1)[0], "other")
+    return KINDS.get(ref.split(":", 1)[0], ("other", ""))[0]
+
+
+def ticket_url(ref: str) -> str:
+    """Where a reference points when no tracker record said so ("" when it cannot be known)."""
+    kind, _, value = ref.partition(":")
+    repo, _, number = value.partition("#")
+    return KINDS.get(kind, ("", ""))[1].format(value=value, repo=repo, number=number)
 
 
 _CHANGE_ID_RE = re.compile(r"^\s*Change-Id:\s*(I[0-9a-f]{40})\b", re.M)

@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from importers.gitlog import DEFAULT_TEST_GLOBS, Commit, ticket_links, touches_tests
 from importers.model import ImportProblem
-from importers.refs import tracker_of
+from importers.refs import ticket_url, tracker_of
 from importers.text import clean_text
 from importers.trackers import EvidenceRecord, TicketRecord
 
@@ -39,30 +39,11 @@ class TicketImportResult:
 def _ticket(session: Session, ref: str, result: TicketImportResult) -> Ticket:
     ticket = session.execute(select(Ticket).where(Ticket.ref == ref)).scalars().first()
     if ticket is None:
-        ticket = Ticket(ref=ref, tracker=tracker_of(ref), url=default_url(ref))
+        ticket = Ticket(ref=ref, tracker=tracker_of(ref), url=ticket_url(ref))
         session.add(ticket)
         session.flush()
         result.tickets_new += 1
     return ticket
-
-
-def default_url(ref: str) -> str:
-    """Where a reference points when no tracker record said so."""
-    kind, _, value = ref.partition(":")
-    if kind == "lp":
-        return f"https://bugs.launchpad.net/bugs/{value}"
-    if kind == "gerrit":
-        return f"https://review.opendev.org/{value}"
-    if kind == "gh":
-        repo, _, number = value.partition("#")
-        return f"https://github.com/{repo}/issues/{number}"
-    if kind == "bp":
-        return f"https://blueprints.launchpad.net/+spec/{value}"
-    if kind == "story":
-        return f"https://storyboard.openstack.org/#!/story/{value}"
-    if kind == "redmine":
-        return f"https://progress.opensuse.org/issues/{value}"
-    return ""
 
 
 def _add_evidence(session: Session, ticket: Ticket, result: TicketImportResult, **values: Any) -> None:
@@ -228,7 +209,7 @@ def tickets_for_refs(session: Session, refs: list[str]) -> list[dict[str, Any]]:
     for ref in refs:
         t = known.get(ref)
         out.append(ticket_dict(t) if t else {"id": None, "ref": ref, "tracker": tracker_of(ref),
-                                             "url": default_url(ref), "title": "", "status": "",
+                                             "url": ticket_url(ref), "title": "", "status": "",
                                              "fix_state": "unknown", "test_state": "unknown"})
     return out
 
