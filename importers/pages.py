@@ -16,6 +16,7 @@ from .text import (
     clean_text,
     deobfuscate,
     generated_id,
+    list_name_from_address,
     list_name_from_tag,
     normalize_subject,
     parse_author,
@@ -44,9 +45,13 @@ _RELATIVE_RE = re.compile(r"(\d+|an?|a few)?\s*(minute|hour|day|month|year)s?", 
 def detect_page(text: str) -> str | None:
     """Which kind of pasted page this is, from its content alone."""
     head = [x.strip() for x in text.strip().splitlines()[:40] if x.strip()]
-    if any(x.lower().startswith("message view") for x in head[:8]) or (
-        head and _ARCHIVE_TITLE_RE.match(head[0]) and sum(bool(_MODMBOX_FIELD_RE.match(x)) for x in head[:12]) >= 3
-    ):
+    fields = {m.group(1).lower() for x in head[:16] if (m := _MODMBOX_FIELD_RE.match(x))}
+    mod_mbox = any(x.lower().startswith("message view") for x in head[:8]) or (
+        bool(head) and bool(_ARCHIVE_TITLE_RE.match(head[0])) and len(fields) >= 3)
+    # Pony Mail's view: From:, Subject:, Date: and List: under the list's name.
+    pony_mail = {"from", "subject", "date"} <= fields and (
+        "list" in fields or any("pony mail" in x.lower() for x in head[:4]))
+    if mod_mbox or pony_mail:
         return "modmbox"
     if any(_REDMINE_ID_RE.match(x) for x in head[:12]) and any(_REDMINE_BY_RE.match(x) for x in head[:16]):
         return "redmine"
@@ -126,24 +131,27 @@ def _modmbox(text: str, source_file: str, raw: bytes, list_name: str | None) -> 
     archive = None
     for i, line in enumerate(lines[:60]):
         stripped = line.strip()
+        if fields and not _MODMBOX_FIELD_RE.match(stripped) and stripped:
+            if {"from", "subject", "date"} <= fields.keys():
+                body_start = i
+                break
         title = _ARCHIVE_TITLE_RE.match(stripped)
         if title and archive is None:
             archive = title.group(1).lower()
         m = _MODMBOX_FIELD_RE.match(stripped)
         if m and m.group(1).lower() not in fields:
             fields[m.group(1).lower()] = m.group(2).strip()
-            if {"from", "subject", "date"} <= fields.keys():
-                body_start = i + 1
-                break
+            body_start = i + 1
     if not {"from", "subject", "date"} <= fields.keys():
         raise ValueError("Message view page without From, Subject and Date")
     body_lines = lines[body_start:]
-    while body_lines and body_lines[-1].strip().lower() in ("", "view raw message", "mime", "unnamed text/plain"):
+    while body_lines and body_lines[-1].strip().lower() in ("", "view raw message", "mime", "unnamed text/plain",
+                                                            "view this message in plain text"):
         body_lines.pop()
     body = "\n".join(body_lines).strip("\n")
     name, email = parse_author(fields["from"].replace("<>", ""))
     listed = fields.get("list", "")
-    lst = (list_name or (listed.split("@")[0].lower() if listed else None) or archive
+    lst = (list_name or (list_name_from_address(listed) if listed else None) or archive
            or list_name_from_tag(fields["subject"]))
     top = _message(subject=fields["subject"], name=name, email=email, date=parse_date(fields["date"]), body=body,
                    list_name=lst, source_file=source_file, raw=raw, kind="modmbox")

@@ -14,6 +14,7 @@ from .text import (
     deobfuscate,
     generated_id,
     html_to_text,
+    list_name_from_address,
     list_name_from_tag,
     message_ids,
     parse_author,
@@ -100,7 +101,7 @@ def parse_message_page(text: str, *, source_file: str, raw: bytes) -> ParsedMess
             in_reply_to = ids[-1] if ids else None
     body = deobfuscate(html_to_text(body_match.group(1)))
     split = split_new_text(body)
-    list_name = list_address.split("@")[0].lower() if "@" in list_address else list_name_from_tag(subject)
+    list_name = list_name_from_address(list_address) if "@" in list_address else list_name_from_tag(subject)
     message_id = page_identity(author_email, author_name, date.isoformat() if date else "", subject)
     return ParsedMessage(
         message_id=message_id,

@@ -86,6 +86,8 @@ def parse_author(value: str) -> tuple[str, str]:
         addr = found.group(0) if found else ""
         name = _EMAIL_RE.sub("", value).replace("<>", "").strip(" <>\"'()") if found else value
     name = name.strip().strip('"').strip()
+    if "..." in addr or "\u2026" in addr:  # archives that shorten addresses to hide them
+        addr = ""
     if not name and addr:
         name = addr.split("@")[0]
     return _WS_RE.sub(" ", name), addr.lower().strip(".")
@@ -188,3 +190,14 @@ def list_name_from_tag(subject: str) -> str | None:
     """The list tag of a subject: `[Openstack-operators] ...` -> `openstack-operators`."""
     m = re.match(r"^\s*(?:(?:re|fwd?|aw)\s*:\s*)*\[([A-Za-z0-9][\w.\-]{1,60})\]", subject or "", re.I)
     return m.group(1).lower() if m else None
+
+
+def list_name_from_address(address: str) -> str | None:
+    """`dev@cloudstack.apache.org` -> `cloudstack-dev` (as Apache's archives name it);
+    `openstack-dev@lists.openstack.org` -> `openstack-dev`."""
+    local, _, domain = (address or "").strip().strip("<>").lower().partition("@")
+    if not local:
+        return None
+    if domain.endswith(".apache.org") and domain.count(".") == 2:
+        return f"{domain.split('.')[0]}-{local}"
+    return local

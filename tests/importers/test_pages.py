@@ -79,3 +79,18 @@ def test_redmine_post_mortem_page(shared):
     # Re-pasting later gives the same identity.
     [again] = list(iter_path(shared / "seeds" / "003_4d933905ee238ada.txt", now=datetime(2027, 1, 1, tzinfo=UTC)))
     assert again.message_id == msg.message_id
+
+
+def test_pony_mail_message_view_paste():
+    """Pony Mail's message view as pasted: the list above From/Subject/Date/List, addresses shortened."""
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "data" / "ponymail-message-view.txt"
+    top, earlier = list(iter_path(page, now=NOW))
+    assert top.subject == "Re: [DISCUSS] VR default route lost after upgrade to 4.6"
+    assert (top.author_name, top.author_email) == ("Rohit Yadav", "rohit.yadav@shapeblue.com")
+    assert top.date == datetime(2015, 10, 2, 9, 14, 55, tzinfo=UTC)
+    assert top.list_name == "cloudstack-dev"
+    assert top.new_text.endswith("CLOUDSTACK-8915 tracks it.")
+    assert (earlier.author_name, earlier.author_email, earlier.recovered) == ("Remi Bergsma", "", True)
+    assert earlier.new_text.startswith("VPC routers lose their default route")
