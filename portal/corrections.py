@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from .models import ThreadComponentOverride
+from .models import ThreadComponentOverride, ThreadPainOverride
 
 
 def apply_corrections(session: Session, thread_id: int, known: set[str], by: str, *, confirm: object = (),
@@ -38,3 +38,16 @@ def apply_corrections(session: Session, thread_id: int, known: set[str], by: str
             session.add(row)
     session.commit()
     return {}
+
+
+def set_pain(session: Session, thread_id: int, is_pain: bool | None, by: str) -> None:
+    """A developer says a thread is pain (True) or talk (False); None hands it back to the rules."""
+    row = session.exec(select(ThreadPainOverride).where(ThreadPainOverride.thread_id == thread_id)).first()
+    if is_pain is None:
+        if row is not None:
+            session.delete(row)
+    else:
+        row = row or ThreadPainOverride(thread_id=thread_id, is_pain=is_pain)
+        row.is_pain, row.by = is_pain, by
+        session.add(row)
+    session.commit()

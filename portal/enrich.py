@@ -11,7 +11,7 @@ from importers.model import ParsedMessage
 from importers.refs import DEFAULT_JIRA_PROJECTS, DEFAULT_REDMINE_HOSTS, extract_change_ids, extract_refs
 from importers.text import is_reply_subject
 
-from .classify import Judgment, Taxonomy, load_taxonomy
+from .classify import Judgment, PainJudgment, Taxonomy, load_taxonomy
 from .learn import LearnedModel
 from .learn import load as load_model
 
@@ -76,3 +76,7 @@ class Enricher:
                     if current is None or current.confidence < p:
                         judged[component] = Judgment(component, round(p, 3), (reason,))
         return sorted(judged.values(), key=lambda j: -j.confidence)
+
+    def pain(self, msg: ParsedMessage) -> PainJudgment:
+        """Does the message describe production pain someone has, or is it talk?"""
+        return self.taxonomy.pain.judge(msg.subject, msg.new_text)

@@ -33,6 +33,7 @@ from .models import (
     Person,
     Thread,
     ThreadComponentOverride,
+    ThreadPainOverride,
     TicketMention,
     utcnow,
 )
@@ -41,6 +42,7 @@ MSG = Message.__table__
 MENTION = TicketMention.__table__
 JUDGMENT = MessageComponent.__table__
 OVERRIDE = ThreadComponentOverride.__table__
+PAIN_OVERRIDE = ThreadPainOverride.__table__
 REF = MessageRef.__table__
 THREAD = Thread.__table__
 
@@ -277,8 +279,13 @@ class Ingest:
             self.session.execute(insert(MENTION), mentions)
         if judgments:
             self.session.execute(insert(JUDGMENT), judgments)
-        for chunk in _chunks([pk for pk, _m in stored]):
-            self.session.execute(update(MSG).where(MSG.c.id.in_(chunk)).values(ruleset_version=version))
+        verdicts = []
+        for pk, m in stored:
+            pain = self.enricher.pain(m)
+            verdicts.append({"pk": pk, "score": pain.score, "reasons": json.dumps(pain.reasons)})
+        if verdicts:
+            self.session.execute(update(MSG).where(MSG.c.id == bindparam("pk")).values(
+                ruleset_version=version, pain_score=bindparam("score"), pain_reasons=bindparam("reasons")), verdicts)
 
     def _drop_duplicates(self, batch: list[ParsedMessage], touched: set[int]
                          ) -> tuple[list[tuple[ParsedMessage, str | None]], int]:
@@ -463,6 +470,14 @@ class Ingest:
 
     def _move_overrides(self, others: list[int], keep: int) -> None:
         """Developers' corrections follow their thread into a merge (the kept thread's own win)."""
+        has_pain = self.session.execute(select(PAIN_OVERRIDE.c.id).where(PAIN_OVERRIDE.c.thread_id == keep)).first()
+        moved = self.session.execute(select(PAIN_OVERRIDE.c.id).where(PAIN_OVERRIDE.c.thread_id.in_(others))
+                                     .order_by(PAIN_OVERRIDE.c.at.desc())).all()
+        for i, (oid,) in enumerate(moved):
+            if has_pain or i > 0:
+                self.session.execute(delete(PAIN_OVERRIDE).where(PAIN_OVERRIDE.c.id == oid))
+            else:
+                self.session.execute(update(PAIN_OVERRIDE).where(PAIN_OVERRIDE.c.id == oid).values(thread_id=keep))
         kept = {c for (c,) in self.session.execute(select(OVERRIDE.c.component).where(OVERRIDE.c.thread_id == keep))}
         for oid, component in self.session.execute(select(OVERRIDE.c.id, OVERRIDE.c.component)
                                                    .where(OVERRIDE.c.thread_id.in_(others))).all():

@@ -72,6 +72,9 @@ class Message(SQLModel, table=True):
     imported_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
     # The taxonomy version this message was last judged under; another value means re-judge.
     ruleset_version: str = Field(default="", max_length=60, index=True)
+    # Pain or talk under that ruleset: the score (pain signals less talk signals) and its reasons.
+    pain_score: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    pain_reasons: str = Field(default="", sa_column=Column(Text, nullable=False, default="", server_default=""))
 
 
 class MessageRef(SQLModel, table=True):
@@ -202,3 +205,14 @@ class TicketEvidence(SQLModel, table=True):
     touches_tests: bool = False
     merged: bool = True
     release: str = Field(default="", max_length=200)
+
+
+class ThreadPainOverride(SQLModel, table=True):
+    """A developer's word on whether a thread is production pain; re-judging never touches it."""
+
+    __tablename__ = "thread_pain_override"
+    id: int | None = Field(default=None, primary_key=True)
+    thread_id: int = Field(foreign_key="thread.id", unique=True)
+    is_pain: bool
+    by: str = Field(default="", max_length=320)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)

@@ -20,6 +20,7 @@ from .models import (
     Person,
     Thread,
     ThreadComponentOverride,
+    ThreadPainOverride,
     Ticket,
     TicketMention,
 )
@@ -60,13 +61,20 @@ def parse_int(name: str, value: str | None, default: int, lo: int, hi: int) -> i
     return number
 
 
+def _taxonomy() -> Any:
+    return load_taxonomy(current_app.config.get("TAXONOMY") or None if has_app_context() else None)
+
+
 def list_threads(session: Session, *, list_name: str | None = None, since: datetime | None = None,
-                 until: datetime | None = None, component: str | None = None, limit: int = 25,
-                 offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-    """Threads newest first, filtered by list, component and activity between since and until."""
+                 until: datetime | None = None, component: str | None = None, pain: bool | None = None,
+                 limit: int = 25, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    """Threads newest first, filtered by list, component, pain and activity between since and until."""
     q = select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
     if component:
         q = q.where(Thread.id.in_(threads_with_component(component)))
+    if pain is not None:
+        painful = painful_threads(_taxonomy().pain.threshold)
+        q = q.where(Thread.id.in_(painful) if pain else Thread.id.not_in(painful))
     if list_name:
         q = q.where(MailingList.name == list_name.lower())
     if since:
@@ -76,12 +84,46 @@ def list_threads(session: Session, *, list_name: str | None = None, since: datet
     total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
     rows = session.execute(q.order_by(Thread.last_date.desc().nulls_last(), Thread.id.desc())
                            .limit(limit).offset(offset)).all()
+    return total, _thread_dicts(session, rows)
+
+
+def _thread_dicts(session: Session, rows: list[Any]) -> list[dict[str, Any]]:
     ids = [t.id for t, _ in rows]
-    people = participants(session, ids)
-    comps = thread_components(session, ids)
-    refs = thread_refs(session, ids)
-    return total, [thread_dict(t, name, people.get(t.id, []), comps.get(t.id, []), refs.get(t.id, []))
-                   for t, name in rows]
+    people, comps, refs = participants(session, ids), thread_components(session, ids), thread_refs(session, ids)
+    pains = thread_pain(session, ids)
+    return [{**thread_dict(t, name, people.get(t.id, []), comps.get(t.id, []), refs.get(t.id, [])),
+             "pain": pains.get(t.id, NO_PAIN)} for t, name in rows]
+
+
+NO_PAIN = {"is_pain": False, "score": 0.0, "reasons": [], "source": "rules"}
+
+
+def painful_threads(threshold: float) -> Any:
+    """Thread ids judged production pain: a message reached the threshold, or a developer said so
+    (and no developer said otherwise)."""
+    judged = select(Message.thread_id).where(Message.pain_score >= threshold)
+    said_yes = select(ThreadPainOverride.thread_id).where(ThreadPainOverride.is_pain.is_(True))
+    said_no = select(ThreadPainOverride.thread_id).where(ThreadPainOverride.is_pain.is_(False))
+    return select(Thread.id).where((Thread.id.in_(judged) | Thread.id.in_(said_yes)) & Thread.id.not_in(said_no))
+
+
+def thread_pain(session: Session, thread_ids: list[int | None]) -> dict[int, dict[str, Any]]:
+    """Each thread's pain: its most painful message's score and reasons, or a developer's word."""
+    if not thread_ids:
+        return {}
+    threshold = _taxonomy().pain.threshold
+    best: dict[int, tuple[float, str]] = {}
+    for tid, score, reasons in session.execute(select(Message.thread_id, Message.pain_score, Message.pain_reasons)
+                                               .where(Message.thread_id.in_(thread_ids))):
+        if tid not in best or score > best[tid][0]:
+            best[tid] = (score, reasons)
+    out = {tid: {"is_pain": score >= threshold, "score": score, "reasons": json.loads(reasons or "[]"),
+                 "source": "rules"} for tid, (score, reasons) in best.items()}
+    for o in session.execute(select(ThreadPainOverride).where(ThreadPainOverride.thread_id.in_(thread_ids))).scalars():
+        base = out.get(o.thread_id, dict(NO_PAIN))
+        out[o.thread_id] = {**base, "is_pain": o.is_pain, "source": "manual",
+                            "reasons": [f"{'pain' if o.is_pain else 'talk'} by {o.by}"]}
+    return out
 
 
 def threads_with_component(component: str) -> Any:
@@ -111,7 +153,7 @@ def thread_components(session: Session, thread_ids: list[int | None]) -> dict[in
     for tid, comp, conf, reasons, version in rows:
         per_thread.setdefault(tid, []).append((comp, conf, json.loads(reasons or "[]")))
         versions[tid] = version
-    ratio = load_taxonomy(current_app.config.get("TAXONOMY") or None if has_app_context() else None).secondary_ratio
+    ratio = _taxonomy().secondary_ratio
     best: dict[int, dict[str, dict[str, Any]]] = {
         tid: {c["name"]: {**c, "source": "rules", "ruleset_version": versions[tid]} for c in aggregate(js, ratio)}
         for tid, js in per_thread.items()
@@ -194,6 +236,7 @@ def thread_detail(session: Session, thread_id: int) -> dict[str, Any] | None:
     from .tickets import tickets_for_refs
 
     data["tickets"] = tickets_for_refs(session, data["refs"])
+    data["pain"] = thread_pain(session, [thread.id]).get(thread.id, NO_PAIN)
     msgs = session.execute(
         select(Message.id, Message.message_id, Message.subject, Message.date, Message.new_text, Message.quoted_text,
                Message.parent_id, Message.recovered, Person.name, Person.email, Person.role)
@@ -228,6 +271,4 @@ def list_threads_by_ids(session: Session, thread_ids: list[int]) -> list[dict[st
         return []
     rows = session.execute(select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
                            .where(Thread.id.in_(thread_ids)).order_by(Thread.last_date.desc().nulls_last())).all()
-    ids = [t.id for t, _ in rows]
-    people, comps, refs = participants(session, ids), thread_components(session, ids), thread_refs(session, ids)
-    return [thread_dict(t, name, people.get(t.id, []), comps.get(t.id, []), refs.get(t.id, [])) for t, name in rows]
+    return _thread_dicts(session, rows)

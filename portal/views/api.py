@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..auth import api_read, api_role
 from ..classify import load_taxonomy
-from ..corrections import apply_corrections
+from ..corrections import apply_corrections, set_pain
 from ..db import db
 from ..models import FIX_STATES, Thread, User
 from ..threads import BadParameter, list_threads, parse_int, parse_when, thread_detail
@@ -37,10 +37,14 @@ def _paging() -> tuple[int, int]:
 @bp.get("/threads")
 @api_read
 def threads() -> Any:
-    """GET /api/v1/threads?list=&component=&since=&until=&limit=&offset="""
+    """GET /api/v1/threads?list=&component=&pain=yes|no&since=&until=&limit=&offset="""
     args = request.args
     limit, offset = _paging()
+    pain = args.get("pain") or None
+    if pain not in (None, "yes", "no"):
+        raise BadParameter("pain", "yes or no")
     total, items = list_threads(db(), list_name=args.get("list") or None, component=args.get("component") or None,
+                                pain=None if pain is None else pain == "yes",
                                 since=parse_when("since", args.get("since")),
                                 until=parse_when("until", args.get("until")), limit=limit, offset=offset)
     return jsonify({"total": total, "items": items, "limit": limit, "offset": offset})
@@ -71,6 +75,20 @@ def correct_components(thread_id: int, user: User) -> Any:
                                reject=body.get("reject", []), clear=body.get("clear", []))
     if errors:
         return jsonify({"error": "invalid body", "errors": errors}), 422
+    return jsonify(thread_detail(session, thread_id))
+
+
+@bp.patch("/threads/<int:thread_id>/pain")
+@api_role("developer", "admin")
+def correct_pain(thread_id: int, user: User) -> Any:
+    """{"is_pain": true|false} overrides the rules for this thread; {"is_pain": null} hands it back."""
+    session = db()
+    if session.get(Thread, thread_id) is None:
+        return jsonify({"error": "not found"}), 404
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or "is_pain" not in body or body["is_pain"] not in (True, False, None):
+        return jsonify({"error": "invalid body", "errors": {"is_pain": "true, false or null"}}), 422
+    set_pain(session, thread_id, body["is_pain"], user.email)
     return jsonify(thread_detail(session, thread_id))
 
 

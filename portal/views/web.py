@@ -9,7 +9,7 @@ from flask import Blueprint, abort, current_app, flash, redirect, render_templat
 
 from ..auth import current_user, read_allowed, user_for_token
 from ..classify import load_taxonomy
-from ..corrections import apply_corrections
+from ..corrections import apply_corrections, set_pain
 from ..db import db
 from ..extensions import limiter
 from ..threads import BadParameter, list_names, list_threads, parse_int, parse_when, thread_detail
@@ -42,7 +42,10 @@ def index() -> Any:
         page = parse_int("page", args.get("page"), 1, 1, 10**6)
     except BadParameter:
         page = 1
+    pain = {"yes": True, "no": False}.get(args.get("pain", ""))
+    values["pain"] = args.get("pain", "") if pain is not None else ""
     total, items = list_threads(db(), list_name=values["list"] or None, component=args.get("component") or None,
+                                pain=pain,
                                 since=bounds["since"],
                                 until=bounds["until"], limit=page_size, offset=(page - 1) * page_size)
     pages = max(1, (total + page_size - 1) // page_size)
@@ -75,11 +78,17 @@ def correct_components(thread_id: int) -> Any:
     if data is None:
         abort(404)
     confirm = [c for c in [request.form.get("confirm", "")] if c]
-    errors = apply_corrections(db(), thread_id, set(_taxonomy_names()), user.email, confirm=confirm,
-                               reject=request.form.getlist("reject"), clear=request.form.getlist("clear"))
-    if errors:
+    verdict = request.form.get("pain", "")
+    if verdict not in ("", "pain", "talk", "rules"):
+        errors = {"pain": "choose production pain, talk or as the rules judge it"}
+    else:
+        errors = apply_corrections(db(), thread_id, set(_taxonomy_names()), user.email, confirm=confirm,
+                                   reject=request.form.getlist("reject"), clear=request.form.getlist("clear"))
+    if errors:  # nothing was changed
         return render_template("threads/thread.html", thread=data, user=user, components=_taxonomy_names(),
                                errors=errors), 422
+    if verdict:
+        set_pain(db(), thread_id, {"pain": True, "talk": False}.get(verdict), user.email)
     flash("Components updated.")
     return redirect(url_for("web.thread", thread_id=thread_id))
 

@@ -45,12 +45,12 @@ def test_developer_corrects_components_on_the_thread_page(csrf_app, client, dev_
     import_paths(shared / "seeds/004_73bcfa887d0a9a86.txt")
     [thread] = client.get("/api/v1/threads").get_json()["items"]
     url = f"/threads/{thread['id']}"
-    assert "Correct the components" not in client.get(url).get_data(as_text=True)  # anonymous
+    assert "Correct this thread" not in client.get(url).get_data(as_text=True)  # anonymous
     assert client.post(f"{url}/components", data={}).status_code == 400  # no CSRF token
     page = client.get("/signin").get_data(as_text=True)
     client.post("/signin", data={"token": dev_token, "csrf_token": _csrf(page)})
     html = client.get(url).get_data(as_text=True)
-    assert "Correct the components" in html
+    assert "Correct this thread" in html
     bad = client.post(f"{url}/components", data={"confirm": "nope", "csrf_token": _csrf(html)})
     assert bad.status_code == 422 and 'id="confirm-error"' in bad.get_data(as_text=True)
     done = client.post(f"{url}/components", data={"confirm": "quotas", "reject": ["compute"],
