@@ -71,3 +71,33 @@ class SimilarityIndex:
         top = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
         ranked = sorted(((int(i), float(scores[i])) for i in top if scores[i] > 0), key=lambda x: -x[1])
         return [(self.docs[i], s) for i, s in ranked]
+
+
+# One index per database URL per process, rebuilt when threads change (derived data).
+_cache: dict[str, tuple[tuple[int, int], SimilarityIndex]] = {}
+
+
+def thread_index(session: object, url: str) -> SimilarityIndex:
+    """The similarity index of every thread (subject, and the new text of its messages)."""
+    from sqlalchemy import func, select
+    from sqlmodel import Session
+
+    from .models import Message, Thread
+
+    assert isinstance(session, Session)
+    stamp = (int(session.execute(select(func.count(Thread.id))).scalar_one()),
+             int(session.execute(select(func.max(Message.id))).scalar() or 0))
+    cached = _cache.get(url)
+    if cached and cached[0] == stamp:
+        return cached[1]
+    texts: dict[int, list[str]] = {}
+    for tid, text in session.execute(select(Message.thread_id, Message.new_text).order_by(Message.thread_id,
+                                                                                         Message.id)):
+        parts = texts.setdefault(tid, [])
+        if sum(len(p) for p in parts) < 4000:
+            parts.append(text[:2000])
+    docs = [Doc("thread", tid, subject or "", "\n".join(texts.get(tid, [])))
+            for tid, subject in session.execute(select(Thread.id, Thread.subject))]
+    index = SimilarityIndex(docs)
+    _cache[url] = (stamp, index)
+    return index

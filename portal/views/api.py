@@ -125,3 +125,21 @@ def components() -> Any:
     from ..components import component_stats
 
     return jsonify(component_stats(db(), load_taxonomy(current_app.config.get("TAXONOMY") or None)))
+
+
+@bp.get("/similar")
+@api_read
+def similar() -> Any:
+    """GET /api/v1/similar?text=...&k=10: the threads most like a draft, so an operator can say
+    "affects me too" instead of filing a duplicate."""
+    from ..similar import thread_index
+
+    text = request.args.get("text", "")
+    if not text.strip():
+        raise BadParameter("text", "the draft to compare is empty")
+    if len(text) > 20000:
+        raise BadParameter("text", "at most 20,000 characters")
+    k = parse_int("k", request.args.get("k"), 10, 1, 50)
+    index = thread_index(db(), current_app.config["SQLALCHEMY_URL"])
+    return jsonify({"items": [{"kind": d.kind, "id": d.id, "title": d.title, "score": round(score, 4)}
+                              for d, score in index.query(text, k)]})

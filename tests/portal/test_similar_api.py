@@ -1,0 +1,22 @@
+"""GET /api/v1/similar: existing threads most like a draft."""
+
+
+def test_similar_finds_the_thread_a_draft_is_about(client, import_paths, shared):
+    import_paths(shared / "seeds")
+    found = client.get("/api/v1/similar", query_string={
+        "text": "VPC routers lost their default route after the VR refactor, redundant routers broken", "k": 3})
+    items = found.get_json()["items"]
+    assert items[0]["title"] == "Blameless post mortem" and items[0]["kind"] == "thread"
+    assert set(items[0]) == {"kind", "id", "title", "score"} and len(items) <= 3
+    # New messages are seen by the next query.
+    assert client.get("/api/v1/similar?text=openQA+isotovideo+setup+failure").get_json()["items"][0]["title"] \
+        .startswith("Action #175518")
+
+
+def test_similar_validates_its_parameters(client, app):
+    assert client.get("/api/v1/similar").status_code == 400
+    assert "text" in client.get("/api/v1/similar?text=%20").get_json()["errors"]
+    assert client.get("/api/v1/similar?text=x&k=500").status_code == 400
+    assert client.get("/api/v1/similar?text=quota").get_json() == {"items": []}
+    app.config["PRIVATE"] = True
+    assert client.get("/api/v1/similar?text=quota").status_code == 401
