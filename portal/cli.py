@@ -348,6 +348,16 @@ def demo_load(messages: int, seed: int) -> None:
                 s.add(MailingList(name=name, role=role))
     summary = run_import(paths, show_progress=sys.stderr.isatty())
     click.echo(f"demo: {summary['messages_new']} new messages, {summary['duplicates']} already there")
+    from .demo import DEVELOPERS, OPERATORS
+
+    # The generator knows who operates and who develops; seeding from the first list cannot.
+    with dbmod.session_scope() as s:
+        for people, role in ((OPERATORS, "operator"), (DEVELOPERS, "developer")):
+            for _name, address in people:
+                person = s.exec(select(Person).where(Person.email == address)).first()
+                if person is not None and person.role_source != "manual":
+                    person.role, person.role_source = role, "manual"
+                    s.add(person)
     from importers.gitlog import iter_commits
 
     from .demo import write_demo_gitlog
