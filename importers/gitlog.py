@@ -99,6 +99,7 @@ def parse_log(lines: Iterable[str], source: str) -> Iterator[Commit | ImportProb
     """Split git log text into commits; a block that is not a commit is a problem, not a crash."""
     current: Commit | None = None
     body: list[str] = []
+    reported = False  # text that is not git log is reported once, where it starts
     for number, line in enumerate(lines, 1):
         line = line.replace("\r", "")
         m = _COMMIT_RE.match(line)
@@ -111,9 +112,9 @@ def parse_log(lines: Iterable[str], source: str) -> Iterator[Commit | ImportProb
             body = []
             continue
         if current is None:
-            if line.strip():
-                yield ImportProblem(source, f"line {number}", "text before the first commit line")
-                current = None
+            if line.strip() and not reported:
+                reported = True
+                yield ImportProblem(source, f"line {number}", "not git log output: no `commit <sha>` line before it")
             continue
         h = _HEADER_RE.match(line)
         if h and not body:

@@ -37,10 +37,6 @@ class Component:
     phrases: dict[str, float] = field(default_factory=dict)
     tags: dict[str, float] = field(default_factory=dict)
 
-    @property
-    def parent(self) -> str | None:
-        return self.name.rsplit("/", 1)[0] if "/" in self.name else None
-
 
 @dataclass(frozen=True)
 class PainJudgment:

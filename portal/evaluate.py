@@ -39,6 +39,8 @@ def messages_of(row: dict[str, Any], base: Path) -> list[ParsedMessage]:
     """What the importer reads from a labeled item; text it cannot place becomes one message."""
     if "file" in row:
         path = base / row["file"]
+        if not path.is_file():
+            raise LabelError(f"line {row.get('_line', '?')}: no file {path}")
         items = [i for i in iter_path(path) if not isinstance(i, ImportProblem)]
         if items:
             return items
@@ -61,6 +63,9 @@ def evaluate(labels_path: Path, enricher: Enricher) -> dict[str, Any]:
     """Component macro-F1 (over components with support), reference precision/recall/F1."""
     rows = read_labels(labels_path)
     base = labels_path.parent
+    for row in rows:  # every named file is there before any figure is computed
+        if "file" in row and not (base / row["file"]).is_file():
+            raise LabelError(f"{labels_path}: line {row['_line']}: no file {base / row['file']}")
     names = enricher.taxonomy.top_level
     counts = {c: [0, 0, 0] for c in names}  # tp, fp, fn
     ref_tp = ref_fp = ref_fn = 0

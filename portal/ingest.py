@@ -531,8 +531,6 @@ def reclassify(session: Session, enricher: Enricher, *, everything: bool = False
     taxonomy or reference rules changed. Developers' corrections live apart and stay."""
     from tqdm import tqdm
 
-    from importers.model import ParsedMessage as PM
-
     version = enricher.taxonomy.version
     q = select(MSG.c.id)
     if not everything:
@@ -551,8 +549,9 @@ def reclassify(session: Session, enricher: Enricher, *, everything: bool = False
             session.execute(delete(MENTION).where(MENTION.c.message_pk.in_(chunk)))
             stored = []
             for pk, subject, text, fmt, list_name in rows:
-                msg = PM(message_id="", subject=subject, author_name="", author_email="", date=None, body_text=text,
-                         new_text=text, quoted_text="", raw=b"", source_file="", position="", list_name=list_name)
+                msg = ParsedMessage(message_id="", subject=subject, author_name="", author_email="", date=None,
+                                    body_text=text, new_text=text, quoted_text="", raw=b"", source_file="",
+                                    position="", list_name=list_name)
                 if fmt == "page-redmine" and pk in own:
                     msg.own_refs = [own[pk]]
                 stored.append((pk, msg))

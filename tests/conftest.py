@@ -20,7 +20,9 @@ PG_URL = os.environ.get("EARSHOT_TEST_DATABASE_URL", "postgresql://postgres@127.
 @pytest.fixture
 def shared() -> Path:
     if not SHARED.is_dir():
-        pytest.skip("../shared (the test corpus) is absent on this machine")
+        if os.environ.get("CI"):
+            pytest.fail(f"CI lays the test corpus beside the clone, but {SHARED} is absent")
+        pytest.skip("../shared (the test corpus) is absent on this machine; CI always has it")
     return SHARED
 
 

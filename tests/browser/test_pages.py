@@ -18,6 +18,7 @@ HOSTILE = ("From x@y Mon Sep  1 10:00:00 2014\nFrom: Mallory <m@evil.example>\nD
 
 
 def _need_browser():
+    """Skip only where Playwright or Debian's Chromium is absent locally; CI installs both and fails."""
     reason = None
     try:
         import playwright.sync_api  # noqa: F401

@@ -44,3 +44,10 @@ CommitDate: Mon Mar 7 09:48:52 2016 +0000
     assert commit.files == ["nova/compute/manager.py", "nova/tests/unit/test_compute.py"]
     assert touches_tests(commit)
     assert not touches_tests(Commit(sha="b", parents=[], files=["nova/compute/manager.py"]))
+
+
+def test_text_that_is_not_git_log_is_one_problem():
+    from importers.model import ImportProblem
+
+    items = list(parse_log(["# README", "", "some text", "more text"], "README.md"))
+    assert items == [ImportProblem("README.md", "line 1", "not git log output: no `commit <sha>` line before it")]

@@ -210,3 +210,12 @@ def test_evaluate_reports_pain_figures(shared):
     report = evaluate(shared / "corpus/labeled-ops/labels.jsonl", Enricher(load_taxonomy()))
     assert report["pain"]["support"] == 10
     assert report["pain"]["f1"] >= 0.6  # measured 0.706 (0.667 on the half the threshold was not set on)
+
+
+def test_evaluate_names_the_line_of_a_missing_file(tmp_path, runner):
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"text": "quota", "components": []}\n{"file": "gone.txt", "components": []}\n')
+    with pytest.raises(LabelError, match=r"line 2: no file .*gone\.txt"):
+        evaluate(labels, Enricher(load_taxonomy()))
+    out = runner.invoke(args=["evaluate", str(labels)])
+    assert out.exit_code != 0 and "line 2" in out.output and "Traceback" not in out.output
