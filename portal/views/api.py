@@ -130,7 +130,7 @@ def components() -> Any:
 @bp.get("/similar")
 @api_read
 def similar() -> Any:
-    """GET /api/v1/similar?text=...&k=10: the threads most like a draft, so an operator can say
+    """GET /api/v1/similar?text=...&title=...&k=10: the threads most like a draft, so an operator can say
     "affects me too" instead of filing a duplicate."""
     from ..similar import thread_index
 
@@ -139,7 +139,10 @@ def similar() -> Any:
         raise BadParameter("text", "the draft to compare is empty")
     if len(text) > 20000:
         raise BadParameter("text", "at most 20,000 characters")
+    title = request.args.get("title") or None
+    if title is not None and len(title) > 500:
+        raise BadParameter("title", "at most 500 characters")
     k = parse_int("k", request.args.get("k"), 10, 1, 50)
     index = thread_index(db(), current_app.config["SQLALCHEMY_URL"])
     return jsonify({"items": [{"kind": d.kind, "id": d.id, "title": d.title, "score": round(score, 4)}
-                              for d, score in index.query(text, k)]})
+                              for d, score in index.query(f"{title}\n{text}" if title else text, k, title=title)]})

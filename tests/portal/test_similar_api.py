@@ -20,3 +20,13 @@ def test_similar_validates_its_parameters(client, app):
     assert client.get("/api/v1/similar?text=quota").get_json() == {"items": []}
     app.config["PRIVATE"] = True
     assert client.get("/api/v1/similar?text=quota").status_code == 401
+
+
+def test_similar_takes_a_title_apart_from_the_text(client, import_paths, shared):
+    import_paths(shared / "seeds")
+    items = client.get("/api/v1/similar", query_string={
+        "title": "Request voting for a CI account",
+        "text": "our third-party CI should vote on changes"}).get_json()["items"]
+    assert "Request voting for Tail-f CI account" in items[0]["title"]
+    assert 0 < items[0]["score"] <= 2
+    assert client.get("/api/v1/similar", query_string={"text": "x", "title": "t" * 501}).status_code == 400
