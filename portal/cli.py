@@ -20,6 +20,7 @@ from .auth import create_token
 from .enrich import Enricher
 from .ingest import Ingest, reclassify
 from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
+from .painpoints import group, refresh_all
 
 
 def init_app(app: Flask) -> None:
@@ -35,6 +36,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(tickets_group)
     app.cli.add_command(git_group)
     app.cli.add_command(classify_command)
+    app.cli.add_command(painpoints_group)
+    app.cli.add_command(cycles_group)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -71,6 +74,8 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
     with dbmod.session_scope() as session:
         summary["rejudged"] = reclassify(session, ingest.enricher, show_progress=show_progress) \
             if ingest.enricher is not None else 0
+    with dbmod.session_scope() as session:
+        summary["pain_points"] = group(session).as_dict()
     return summary
 
 
@@ -129,6 +134,7 @@ def tickets_import(tracker: str | None, as_json: bool, paths: tuple[Path, ...]) 
 
     with dbmod.session_scope() as s:
         result = store_tracker_items(s, items(), _test_globs())
+        refresh_all(s)  # pain points follow their tickets' fix and test state
     _print_ticket_summary(result.as_dict(), as_json)
 
 
@@ -143,6 +149,7 @@ def tickets_fetch(as_json: bool, refs: tuple[str, ...]) -> None:
                                    "EARSHOT_GITHUB_API_URL, EARSHOT_GERRIT_URL, EARSHOT_REDMINE_URL)")
     with dbmod.session_scope() as s:
         result = fetch_tickets(s, current_app.config, list(refs) or None, _test_globs())
+        refresh_all(s)  # pain points follow their tickets' fix and test state
     _print_ticket_summary(result.as_dict(), as_json)
 
 
@@ -166,6 +173,7 @@ def git_import(repo: str | None, repo_url: str, as_json: bool, path: Path) -> No
         result = store_commits(s, iter_commits(path), jira_projects=enricher.jira_projects, repo=repo,
                                repo_url=repo_url or (f"https://github.com/{repo}" if repo else ""),
                                test_globs=_test_globs())
+        refresh_all(s)  # pain points follow their tickets' fix and test state
     _print_ticket_summary(result.as_dict(), as_json)
 
 
@@ -212,7 +220,10 @@ def classify_command(everything: bool, learn: bool) -> None:
     enricher = Enricher.from_config(current_app.config)
     with dbmod.session_scope() as s:
         done = reclassify(s, enricher, everything=everything, show_progress=sys.stderr.isatty())
-    click.echo(f"re-judged {done} messages with ruleset {enricher.taxonomy.version}")
+    with dbmod.session_scope() as s:
+        grouped = group(s)
+    click.echo(f"re-judged {done} messages with ruleset {enricher.taxonomy.version}; pain points: "
+               f"{grouped.pain_points_new} new, {grouped.left} threads left, {grouped.refreshed} refreshed")
 
 
 @click.group("runs", cls=AppGroup, help="Recorded import runs and their problems.")
@@ -365,8 +376,133 @@ def demo_load(messages: int, seed: int) -> None:
     from .tickets import store_commits
 
     with dbmod.session_scope() as s:
-        refs = [r for (r,) in s.execute(select(TicketMention.ref).distinct())
-                if r.startswith(("lp:", "jira:CLOUDSTACK-"))]
+        from sqlalchemy import func
+
+        from .models import Message
+
+        refs = {r: (first, last) for r, first, last in s.execute(
+            select(TicketMention.ref, func.min(Message.date), func.max(Message.date))
+            .join(Message, Message.id == TicketMention.message_pk).group_by(TicketMention.ref))
+            if r.startswith(("lp:", "jira:CLOUDSTACK-")) and first is not None}
         log = write_demo_gitlog(folder / "demo-git.log", refs, seed)
         result = store_commits(s, iter_commits(log), jira_projects=["CLOUDSTACK"])
+        refresh_all(s)  # pain points follow their tickets' fix and test state
     click.echo(f"demo: git history fixes {len(result.fixes)} tickets, {len(result.tested)} with a test")
+
+
+@click.group("painpoints", cls=AppGroup, help="Pain points: threads about one production problem.")
+def painpoints_group() -> None:
+    pass
+
+
+@painpoints_group.command("group", help="Group pain threads not yet in a pain point (imports do this too).")
+@click.option("--json", "as_json", is_flag=True)
+def painpoints_group_command(as_json: bool) -> None:
+    with dbmod.session_scope() as s:
+        result = group(s).as_dict()
+    click.echo(json.dumps(result) if as_json else ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.items()))
+
+
+@painpoints_group.command("refresh", help="Recompute every pain point's status and impact (recency changes daily).")
+def painpoints_refresh() -> None:
+    with dbmod.session_scope() as s:
+        n = refresh_all(s)
+    click.echo(f"refreshed {n} pain points")
+
+
+@painpoints_group.command("list", help="Pain points, highest impact first.")
+@click.option("--component", default=None)
+@click.option("--status", default=None)
+@click.option("--cycle", "cycle_name", default=None)
+@click.option("--sort", type=click.Choice(["impact", "recent", "oldest", "reports", "triage"]), default="impact")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def painpoints_list(component: str | None, status: str | None, cycle_name: str | None, sort: str, limit: int,
+                    as_json: bool) -> None:
+    from .cycles import all_cycles, find
+    from .painpoints import coverage, list_painpoints
+
+    with dbmod.session_scope() as s:
+        cycle = find(all_cycles(s), cycle_name) if cycle_name else None
+        if cycle_name and cycle is None:
+            raise click.ClickException(f"no cycle {cycle_name}; `flask cycles list` shows them")
+        total, items = list_painpoints(s, component=component, status=status, cycle=cycle, sort=sort, limit=limit)
+        cover = coverage(s, cycle)
+    if as_json:
+        click.echo(json.dumps({"total": total, "coverage": cover, "items": items}))
+        return
+    rate = "n/a" if cover["rate"] is None else f"{cover['rate']:.0%}"
+    click.echo(f"{total} pain points; coverage {rate} of {cover['operator_pain_points']} with operators")
+    for p in items:
+        click.echo(f"#{p['id']:<5} {p['impact']['score']:>8.2f}  {p['status']:<15} {p['reports']:>3} reports  "
+                   f"{p['title'][:70]}  [{', '.join(p['components'])}]")
+
+
+@painpoints_group.command("merge", help="Merge pain point SOURCE into INTO (undo with `painpoints undo`).")
+@click.argument("source", type=int)
+@click.argument("into", type=int)
+@click.option("--by", default="cli")
+def painpoints_merge(source: int, into: int, by: str) -> None:
+    from .painpoints import PainPointError, merge
+
+    with dbmod.session_scope() as s:
+        try:
+            event = merge(s, source, into, by)
+        except PainPointError as exc:
+            raise click.ClickException(exc.message) from exc
+        click.echo(f"merged #{source} into #{into} (event {event.id})")
+
+
+@painpoints_group.command("undo", help="Undo a merge or split by its event id.")
+@click.argument("event_id", type=int)
+@click.option("--by", default="cli")
+def painpoints_undo(event_id: int, by: str) -> None:
+    from .painpoints import PainPointError, undo
+
+    with dbmod.session_scope() as s:
+        try:
+            undo(s, event_id, by)
+        except PainPointError as exc:
+            raise click.ClickException(exc.message) from exc
+    click.echo(f"undid event {event_id}")
+
+
+@click.group("cycles", cls=AppGroup, help="Release cycles (data/cycles.toml and the database).")
+def cycles_group() -> None:
+    pass
+
+
+@cycles_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def cycles_list(as_json: bool) -> None:
+    from .cycles import CycleError, all_cycles
+
+    with dbmod.session_scope() as s:
+        try:
+            cycles = [c.as_dict() for c in all_cycles(s)]
+        except CycleError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(cycles))
+        return
+    for c in cycles:
+        click.echo(f"{c['name']:<20} {c['start']} .. {c['end']}  ({c['source']})")
+
+
+@cycles_group.command("add", help="Add a cycle or move the dates of one added before.")
+@click.argument("name")
+@click.option("--start", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--end", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+def cycles_add(name: str, start: object, end: object) -> None:
+    from datetime import datetime
+
+    from .cycles import CycleError, add_cycle
+
+    assert isinstance(start, datetime) and isinstance(end, datetime)
+    with dbmod.session_scope() as s:
+        try:
+            span = add_cycle(s, name, start, end)
+        except CycleError as exc:
+            raise click.ClickException(str(exc)) from exc
+        refresh_all(s)  # reach depends on cycles
+    click.echo(f"cycle {span.name}: {span.start.date()} .. {span.end.date()}")

@@ -28,6 +28,8 @@ DEFAULTS: dict[str, object] = {
     "SUBJECT_WINDOW_DAYS": 30,
     # Component taxonomy (TOML); empty means data/components.toml.
     "TAXONOMY": "",
+    # Release cycles file (default data/cycles.toml); cycles added with `flask cycles add` live in the database.
+    "CYCLES": "",
     # Jira project keys recognised without a browse URL (comma-separated).
     "JIRA_PROJECTS": "CLOUDSTACK,EUCA",
     # Redmine hosts whose /issues/N links are tickets (comma-separated).

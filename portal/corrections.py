@@ -50,4 +50,8 @@ def set_pain(session: Session, thread_id: int, is_pain: bool | None, by: str) ->
         row = row or ThreadPainOverride(thread_id=thread_id, is_pain=is_pain)
         row.is_pain, row.by = is_pain, by
         session.add(row)
+    session.flush()
+    from .painpoints import group
+
+    group(session)  # the thread joins or leaves its pain point at once
     session.commit()

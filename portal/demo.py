@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
 
 LISTS = {
@@ -49,6 +49,27 @@ TOPICS = [
     ("performance", "nova-compute uses 100% CPU with many instances",
      "With more than 200 instances per host nova-compute spins at 100% CPU in the periodic tasks."),
 ]
+# The same topics in other operators' words: problems nobody has ticketed yet are written this way.
+OTHER_WORDING = [
+    ("Instance counts in nova limits are wrong", "nova limits shows more cores and RAM in use than our tenants "
+     "really have; they cannot boot anything although their projects are half empty."),
+    ("NoValidHost although capacity is free", "Boots fail with NoValidHost while the hypervisor statistics show "
+     "plenty of free RAM and cores; placement seems to count deleted instances."),
+    ("API cell shows stale instance state", "Instances deleted in the child cell still show ACTIVE in the API "
+     "cell days later, and users open tickets with us every morning."),
+    ("VPC tier VMs lose their gateway", "After restarting the VPC virtual router, VMs in the tiers lose their "
+     "gateway and can only reach each other, not the outside."),
+    ("Ceph-backed volumes never finish detaching", "Detaching an RBD volume hangs; the attachment stays in the "
+     "database and the volume cannot be attached anywhere else until we edit the row."),
+    ("Routers missing after the l3-agent restarts", "When the l3-agent restarts, a third of the routers never "
+     "come back and floating IPs stop answering until we reschedule them."),
+    ("Grenade times out waiting for the API", "Our patches wait days in the gate because grenade hits the "
+     "timeout while the API comes up; rechecks pass half of the time."),
+    ("Keystone logins take seconds against Active Directory", "Every login takes four to eight seconds since "
+     "we moved users to Active Directory; the dashboard times out at peak hours."),
+    ("Periodic tasks pin a CPU core on busy hypervisors", "On hypervisors with a few hundred guests one core "
+     "stays at 100% from the compute service's periodic tasks and reboots queue up."),
+]
 TICKETS = ["https://bugs.launchpad.net/nova/+bug/{n}", "LP: #{n}", "CLOUDSTACK-{c}",
            "https://review.openstack.org/#/c/{g}/"]
 REPLIES = [
@@ -60,6 +81,9 @@ REPLIES = [
     "I proposed a test for this in the functional suite, see {ticket}.",
 ]
 RELEASES = ["Icehouse", "Juno", "Kilo", "Liberty", "4.5", "4.6"]
+# The same problem comes back in new threads, from other operators and on other lists; each
+# problem has its ticket (or none yet) and its own wording of the topic's subject.
+VARIANTS = ["", " again", " in production", " under load", " since last week"]
 
 
 def _ticket(rng: random.Random) -> str:
@@ -74,27 +98,37 @@ def generate_messages(count: int, seed: int = 7, start: datetime | None = None) 
     # Spread any number of messages over about ten years, so every date stays a real past date.
     max_gap = max(2, min(1440, int(2 * 10 * 365 * 24 * 60 / max(count, 1))))
     open_threads: list[tuple[str, str, str, str]] = []  # (list, subject, root id, last id)
+    problems: list[tuple[int, str, str | None]] = []  # (topic, subject, its ticket)
+    ticket_of: dict[str, str | None] = {}
     for i in range(count):
         when += timedelta(minutes=rng.randint(1, max_gap))
         reply = open_threads and rng.random() < 0.65
         if reply:
             lst, subject, root, last = rng.choice(open_threads)
         else:
-            component, subject, _text = rng.choice(TOPICS)
+            if problems and rng.random() < 0.6:
+                topic, subject, problem_ticket = rng.choice(problems[-15:])
+            else:
+                topic = rng.randrange(len(TOPICS))
+                problem_ticket = _ticket(rng) if rng.random() < 0.75 else None
+                subject = (TOPICS[topic][1] if problem_ticket else OTHER_WORDING[topic][0]) + rng.choice(VARIANTS)
+                problems.append((topic, subject, problem_ticket))
             lst = rng.choice(list(LISTS))
-            subject = f"{subject} ({rng.randint(1, 999)})"
             root = last = ""
         operator_list = "operators" in lst or "users" in lst
         name, addr = rng.choice(OPERATORS if operator_list or rng.random() < 0.3 else DEVELOPERS)
         mid = f"<demo-{seed}-{i}@{LISTS[lst]}>"
         if reply:
-            body = rng.choice(REPLIES).format(n=rng.randint(20, 2000), release=rng.choice(RELEASES),
-                                              ticket=_ticket(rng))
+            known = ticket_of.get(root)  # a problem nobody ticketed yet gets replies that name none
+            body = rng.choice([r for r in REPLIES if known or "{ticket}" not in r]).format(
+                n=rng.randint(20, 2000), release=rng.choice(RELEASES), ticket=known)
             body += "\n\n> " + "\n> ".join(["Earlier text of the thread,", "quoted by the mail client."])
             headers = [f"Subject: Re: [{lst}] {subject}", f"In-Reply-To: {last}", f"References: {root} {last}"]
         else:
-            text = next(t for c, s, t in TOPICS if subject.startswith(s))
-            body = f"{text}\n\nRelease: {rng.choice(RELEASES)}. Related: {_ticket(rng)}"
+            text = TOPICS[topic][2] if problem_ticket else OTHER_WORDING[topic][1]
+            body = f"{text}\n\nRelease: {rng.choice(RELEASES)}." + (f" Related: {problem_ticket}" if problem_ticket
+                                                                    else "")
+            ticket_of[mid] = problem_ticket
             headers = [f"Subject: [{lst}] {subject}"]
         msg = "\n".join([
             f"From: {name} <{addr}>",
@@ -148,18 +182,23 @@ def write_demo_archives(folder: Path, messages: int = 1500, seed: int = 7) -> li
     return [write_mbox(folder / "demo.mbox", messages, seed)]
 
 
-def write_demo_gitlog(path: Path, refs: list[str], seed: int = 7) -> Path:
+def write_demo_gitlog(path: Path, refs: dict[str, tuple[datetime, datetime]], seed: int = 7) -> Path:
     """A `git log --format=fuller --numstat` history that fixes some of the given Launchpad and Jira
-    references: some with a test, some without, some only partly; the rest stay unfixed."""
+    references (each with the first and last time it was written about): some with a test, some
+    without, some only partly; the rest stay unfixed. Most fixes land after the last report; some
+    land between, so the problem comes back after its fix (a regression)."""
     rng = random.Random(seed)
-    when = datetime(2014, 6, 1, 12, 0, tzinfo=UTC)
     blocks = []
     for i, ref in enumerate(sorted(refs)):
         roll = rng.random()
         if roll > 0.7:
             continue  # never fixed
         kind, _, ident = ref.partition(":")
-        when += timedelta(hours=rng.randint(1, 72))
+        first, last = (d.replace(tzinfo=UTC) if d.tzinfo is None else d for d in refs[ref])
+        if rng.random() < 0.15 and last - first > timedelta(days=2):
+            when = first + (last - first) / 2
+        else:
+            when = last + timedelta(days=rng.randint(2, 30), hours=rng.randint(0, 23))
         tested = roll < 0.35
         if kind == "lp":
             trailer = f"{'Partial' if 0.6 < roll <= 0.7 else 'Closes'}-Bug: #{ident}"
@@ -186,5 +225,7 @@ def write_demo_gitlog(path: Path, refs: list[str], seed: int = 7) -> Path:
             "",
         ]))
     path.parent.mkdir(parents=True, exist_ok=True)
+    blocks.sort(key=lambda b: b.split("CommitDate: ", 1)[1].split("\n", 1)[0] and
+                parsedate_to_datetime(b.split("CommitDate: ", 1)[1].split("\n", 1)[0]))
     path.write_text("\n".join(reversed(blocks)), encoding="utf-8")  # git prints newest first
     return path

@@ -30,6 +30,7 @@ from .models import (
     Message,
     MessageComponent,
     MessageRef,
+    PainPointMember,
     Person,
     Thread,
     ThreadComponentOverride,
@@ -44,6 +45,7 @@ JUDGMENT = MessageComponent.__table__
 OVERRIDE = ThreadComponentOverride.__table__
 PAIN_OVERRIDE = ThreadPainOverride.__table__
 REF = MessageRef.__table__
+MEMBER = PainPointMember.__table__
 THREAD = Thread.__table__
 
 
@@ -478,6 +480,14 @@ class Ingest:
                 self.session.execute(delete(PAIN_OVERRIDE).where(PAIN_OVERRIDE.c.id == oid))
             else:
                 self.session.execute(update(PAIN_OVERRIDE).where(PAIN_OVERRIDE.c.id == oid).values(thread_id=keep))
+        # A thread is in one pain point at most: the kept thread's membership wins, else the first other's.
+        has_point = self.session.execute(select(MEMBER.c.id).where(MEMBER.c.thread_id == keep)).first()
+        for i, (mid,) in enumerate(self.session.execute(select(MEMBER.c.id).where(MEMBER.c.thread_id.in_(others))
+                                                        .order_by(MEMBER.c.id)).all()):
+            if has_point or i > 0:
+                self.session.execute(delete(MEMBER).where(MEMBER.c.id == mid))
+            else:
+                self.session.execute(update(MEMBER).where(MEMBER.c.id == mid).values(thread_id=keep))
         kept = {c for (c,) in self.session.execute(select(OVERRIDE.c.component).where(OVERRIDE.c.thread_id == keep))}
         for oid, component in self.session.execute(select(OVERRIDE.c.id, OVERRIDE.c.component)
                                                    .where(OVERRIDE.c.thread_id.in_(others))).all():

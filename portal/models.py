@@ -216,3 +216,117 @@ class ThreadPainOverride(SQLModel, table=True):
     is_pain: bool
     by: str = Field(default="", max_length=320)
     at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class Cycle(SQLModel, table=True):
+    """A release cycle (OpenStack Juno: 2014-04-17 to 2014-10-16). Cycles also come from
+    data/cycles.toml; a row here with the same name wins."""
+
+    __tablename__ = "cycle"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    start: datetime = Field(sa_type=DateTime)
+    end: datetime = Field(sa_type=DateTime)
+    source: str = Field(default="cli", max_length=20)  # cli | git | admin
+
+
+PAIN_STATUSES = ("untracked", "tracked", "fix_in_review", "fixed_untested", "fixed_tested", "regressed")
+
+
+class PainPoint(SQLModel, table=True):
+    """One production problem: the threads (and later field reports) about it. Status and impact
+    are derived (portal/painpoints.py) and stored only so lists can sort and filter on them."""
+
+    __tablename__ = "pain_point"
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    first_reported: datetime | None = Field(default=None, sa_type=DateTime, index=True)
+    last_reported: datetime | None = Field(default=None, sa_type=DateTime)
+    status: str = Field(default="untracked", max_length=20, index=True)
+    status_since: datetime | None = Field(default=None, sa_type=DateTime)
+    impact: float = Field(default=0.0, index=True)
+    operators: int = 0
+    reports: int = 0
+    # Its components, comma-separated, most common first ("" = unclassified): for sorting the triage queue.
+    components: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # Set when merged into another pain point; its members moved there (undo moves them back).
+    merged_into_id: int | None = Field(default=None, foreign_key="pain_point.id", index=True)
+
+
+class PainPointMember(SQLModel, table=True):
+    """A thread in a pain point: each thread belongs to one at most."""
+
+    __tablename__ = "pain_point_member"
+    id: int | None = Field(default=None, primary_key=True)
+    pain_point_id: int = Field(foreign_key="pain_point.id", index=True)
+    thread_id: int = Field(foreign_key="thread.id", unique=True)
+    how: str = Field(default="new", max_length=20)  # new | ticket | similar | manual
+    score: float = 0.0
+    by: str = Field(default="", max_length=320)
+    added_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class PainPointTicket(SQLModel, table=True):
+    """A developer's link (or unlink) between a pain point and a ticket reference, on top of the
+    references its threads make."""
+
+    __tablename__ = "pain_point_ticket"
+    __table_args__ = (UniqueConstraint("pain_point_id", "ref"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pain_point_id: int = Field(foreign_key="pain_point.id", index=True)
+    ref: str = Field(max_length=300)
+    state: str = Field(default="linked", max_length=20)  # linked | unlinked
+    by: str = Field(default="", max_length=320)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class PainPointComponent(SQLModel, table=True):
+    """A developer's word on a pain point's component: confirmed or rejected."""
+
+    __tablename__ = "pain_point_component"
+    __table_args__ = (UniqueConstraint("pain_point_id", "component"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pain_point_id: int = Field(foreign_key="pain_point.id", index=True)
+    component: str = Field(max_length=120)
+    state: str = Field(max_length=20)  # confirmed | rejected
+    by: str = Field(default="", max_length=320)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class PainPointTest(SQLModel, table=True):
+    """"Covered by test": a link to the test that guards this pain point from coming back."""
+
+    __tablename__ = "pain_point_test"
+    id: int | None = Field(default=None, primary_key=True)
+    pain_point_id: int = Field(foreign_key="pain_point.id", index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    by: str = Field(default="", max_length=320)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class PainPointVote(SQLModel, table=True):
+    """"Affects me too" from a signed-in user: one per user and pain point."""
+
+    __tablename__ = "pain_point_vote"
+    __table_args__ = (UniqueConstraint("pain_point_id", "user_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    pain_point_id: int = Field(foreign_key="pain_point.id", index=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who changed what: merges, splits, links, marks. `detail` is JSON with what undo needs."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_target", "target_kind", "target_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    by: str = Field(default="", max_length=320)
+    action: str = Field(max_length=40)
+    target_kind: str = Field(max_length=40)
+    target_id: int
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    undone_at: datetime | None = Field(default=None, sa_type=DateTime)

@@ -46,14 +46,22 @@ class SimilarityIndex:
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
         self.docs = list(docs)
+        # Words in over half the documents say nothing about one of them; in a handful of
+        # documents that cut would drop every shared word, so it starts at 20.
+        max_df = 0.5 if len(self.docs) >= 20 else 1.0
         words = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"  # keeps nova-compute, l3-agent, oslo.messaging whole
         self.vectorizer = CountVectorizer(lowercase=True, token_pattern=words,
-                                          stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP), max_df=0.5,
+                                          stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP), max_df=max_df,
                                           dtype=np.float32)
         corpus = [f"{(d.title + ' ') * title_weight}{d.text}" for d in self.docs]
-        tf = self.vectorizer.fit_transform(corpus).tocsr() if corpus else sparse.csr_matrix((0, 0))
+        try:
+            tf = self.vectorizer.fit_transform(corpus).tocsr()
+        except ValueError:  # no documents, or only stop words in them
+            self.vectorizer.fit(["placeholder"])
+            tf = sparse.csr_matrix((len(corpus), 1), dtype=np.float32)
         n = tf.shape[0]
         df = np.bincount(tf.indices, minlength=tf.shape[1]) if n else np.zeros(0)
+        self.df = df
         self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
         lengths = np.asarray(tf.sum(axis=1)).ravel()
         avg = lengths.mean() if n else 1.0
@@ -62,7 +70,8 @@ class SimilarityIndex:
         norm = k1 * (1 - b + b * lengths[rows] / avg)
         data = tf.data * (k1 + 1) / (tf.data + norm)
         self.matrix = sparse.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
-        self.titles = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, max_df=0.5,
+        self._normed: sparse.csr_matrix | None = None
+        self.titles = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, max_df=max_df,
                                       dtype=np.float32)
         titled = [normalize_subject(d.title) for d in self.docs]
         try:
@@ -76,6 +85,18 @@ class SimilarityIndex:
         if q.nnz == 0:
             return np.zeros(len(self.docs), dtype=np.float32)
         return np.asarray(self.matrix[:, q.indices] @ self.idf[q.indices]).ravel()
+
+    def word_cosine(self, i: int) -> np.ndarray:
+        """Cosine of document i's BM25-weighted words with every document's (1.0 with itself)."""
+        if self._normed is None:
+            from sklearn.preprocessing import normalize
+
+            # Smoothed idf (never below 1): with BM25's idf a word every document shares weighs
+            # nothing, so in a small collection two near-identical reports would look unrelated.
+            n = len(self.docs)
+            smooth = (np.log((1 + n) / (1 + self.df)) + 1).astype(np.float32)
+            self._normed = normalize(self.matrix.multiply(smooth[None, :]).tocsr())
+        return np.asarray((self._normed @ self._normed[i].T).todense()).ravel()
 
     def title_cosine(self, title: str) -> np.ndarray:
         """Cosine of the title's character n-grams with every document's title."""
@@ -138,14 +159,61 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
     cached = _cache.get(url)
     if cached and cached[0] == stamp:
         return cached[1]
-    texts: dict[int, list[str]] = {}
-    for tid, text in session.execute(select(Message.thread_id, Message.new_text).order_by(Message.thread_id,
-                                                                                         Message.id)):
-        parts = texts.setdefault(tid, [])
-        if sum(len(p) for p in parts) < 4000:
-            parts.append(text[:2000])
-    docs = [Doc("thread", tid, subject or "", "\n".join(texts.get(tid, [])))
-            for tid, subject in session.execute(select(Thread.id, Thread.subject))]
-    index = SimilarityIndex(docs)
+    index = SimilarityIndex(thread_docs(session))
     _cache[url] = (stamp, index)
     return index
+
+
+def thread_docs(session: object, thread_ids: list[int] | None = None) -> list[Doc]:
+    """Threads as documents: the subject, and the new text of their first messages (4,000
+    characters at most). In the order of `thread_ids` when given; unknown ids are left out."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from .models import Message, Thread
+
+    assert isinstance(session, Session)
+    texts: dict[int, list[str]] = {}
+    subjects: dict[int, str] = {}
+    chunks = [thread_ids[i:i + 500] for i in range(0, len(thread_ids), 500)] if thread_ids is not None else [None]
+    for chunk in chunks:
+        mq = select(Message.thread_id, Message.new_text).order_by(Message.thread_id, Message.id)
+        tq = select(Thread.id, Thread.subject)
+        if chunk is not None:
+            mq, tq = mq.where(Message.thread_id.in_(chunk)), tq.where(Thread.id.in_(chunk))
+        for tid, text in session.execute(mq):
+            parts = texts.setdefault(tid, [])
+            if sum(len(p) for p in parts) < 4000:
+                parts.append(text[:2000])
+        subjects.update({tid: subject or "" for tid, subject in session.execute(tq)})
+    order = thread_ids if thread_ids is not None else list(subjects)
+    return [Doc("thread", tid, subjects[tid], "\n".join(texts.get(tid, []))) for tid in order if tid in subjects]
+
+
+def similar_items(session: object, url: str, text: str, *, title: str | None = None, k: int = 10,
+                  kind: str | None = None) -> list[dict[str, object]]:
+    """The threads and pain points most like a draft, best first: a pain point comes just before
+    its best thread, with that thread's score. `kind` keeps one of the two."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from .models import PainPoint, PainPointMember
+
+    assert isinstance(session, Session)
+    index = thread_index(session, url)
+    found = index.query(f"{title}\n{text}" if title else text, k * 4 if kind == "painpoint" else k, title=title)
+    ids = [int(d.id) for d, _s in found]
+    points: dict[int, int] = dict(session.execute(select(PainPointMember.thread_id, PainPointMember.pain_point_id)
+                                  .where(PainPointMember.thread_id.in_(ids))).all()) if ids else {}
+    titles: dict[int, str] = dict(session.execute(select(PainPoint.id, PainPoint.title).where(
+        PainPoint.id.in_(set(points.values())), PainPoint.merged_into_id.is_(None))).all()) if points else {}
+    items: list[dict[str, object]] = []
+    seen: set[int] = set()
+    for doc, score in found:
+        pp = points.get(int(doc.id))
+        if kind != "thread" and pp in titles and pp not in seen:
+            seen.add(pp)
+            items.append({"kind": "painpoint", "id": pp, "title": titles[pp], "score": round(score, 4)})
+        if kind != "painpoint":
+            items.append({"kind": doc.kind, "id": doc.id, "title": doc.title, "score": round(score, 4)})
+    return items[:k]

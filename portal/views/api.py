@@ -10,7 +10,22 @@ from ..auth import api_read, api_role
 from ..classify import load_taxonomy
 from ..corrections import apply_corrections, set_pain
 from ..db import db
-from ..models import FIX_STATES, Thread, User
+from ..models import FIX_STATES, PAIN_STATUSES, PainPoint, Thread, User
+from ..painpoints import (
+    SORTS,
+    PainPointError,
+    coverage,
+    link_ticket,
+    list_painpoints,
+    mark_tested,
+    merge,
+    painpoint_detail,
+    refresh,
+    set_components,
+    split,
+    undo,
+    vote,
+)
 from ..threads import BadParameter, list_threads, parse_int, parse_when, thread_detail
 from ..tickets import list_tickets, ticket_detail
 
@@ -130,9 +145,9 @@ def components() -> Any:
 @bp.get("/similar")
 @api_read
 def similar() -> Any:
-    """GET /api/v1/similar?text=...&title=...&k=10: the threads most like a draft, so an operator can say
-    "affects me too" instead of filing a duplicate."""
-    from ..similar import thread_index
+    """GET /api/v1/similar?text=...&title=...&k=10&kind=: the threads and pain points most like a
+    draft, so an operator can say "affects me too" instead of filing a duplicate."""
+    from ..similar import similar_items
 
     text = request.args.get("text", "")
     if not text.strip():
@@ -142,7 +157,185 @@ def similar() -> Any:
     title = request.args.get("title") or None
     if title is not None and len(title) > 500:
         raise BadParameter("title", "at most 500 characters")
+    kind = request.args.get("kind") or None
+    if kind not in (None, "thread", "painpoint"):
+        raise BadParameter("kind", "thread or painpoint")
     k = parse_int("k", request.args.get("k"), 10, 1, 50)
-    index = thread_index(db(), current_app.config["SQLALCHEMY_URL"])
-    return jsonify({"items": [{"kind": d.kind, "id": d.id, "title": d.title, "score": round(score, 4)}
-                              for d, score in index.query(f"{title}\n{text}" if title else text, k, title=title)]})
+    return jsonify({"items": similar_items(db(), current_app.config["SQLALCHEMY_URL"], text, title=title, k=k,
+                                           kind=kind)})
+
+
+# --- pain points -------------------------------------------------------------------------------
+
+
+@bp.errorhandler(PainPointError)
+def _pain_point_error(exc: PainPointError) -> Any:
+    return jsonify({"error": "invalid request", "errors": {exc.field: exc.message}}), 422
+
+
+def _cycle_arg() -> Any:
+    from ..cycles import all_cycles, find
+
+    name = request.args.get("cycle") or None
+    if name is None:
+        return None
+    cycle = find(all_cycles(db()), name)
+    if cycle is None:
+        raise BadParameter("cycle", f"no cycle named {name}")
+    return cycle
+
+
+def _json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise PainPointError("body", "expected a JSON object")
+    return body
+
+
+def _detail_or_404(pp_id: int) -> Any:
+    data = painpoint_detail(db(), pp_id)
+    if data is None:
+        return jsonify({"error": "not found"}), 404
+    return jsonify(data)
+
+
+@bp.get("/painpoints")
+@api_read
+def painpoints() -> Any:
+    """GET /api/v1/painpoints?component=&status=&cycle=&sort=impact&limit=&offset="""
+    args = request.args
+    limit, offset = _paging()
+    status = args.get("status") or None
+    if status and status not in PAIN_STATUSES:
+        raise BadParameter("status", f"one of {', '.join(PAIN_STATUSES)}")
+    sort = args.get("sort") or "impact"
+    if sort not in SORTS:
+        raise BadParameter("sort", f"one of {', '.join(SORTS)}")
+    cycle = _cycle_arg()
+    total, items = list_painpoints(db(), component=args.get("component") or None, status=status, cycle=cycle,
+                                   sort=sort, limit=limit, offset=offset)
+    return jsonify({"total": total, "items": items, "limit": limit, "offset": offset,
+                    "coverage": coverage(db(), cycle)})
+
+
+@bp.get("/painpoints/<int:pp_id>")
+@api_read
+def painpoint(pp_id: int) -> Any:
+    """A pain point with its reports, evidence and history; a merged one names where it went."""
+    return _detail_or_404(pp_id)
+
+
+def _exists(pp_id: int) -> bool:
+    return db().get(PainPoint, pp_id) is not None
+
+
+@bp.post("/painpoints/<int:pp_id>/tickets")
+@api_role("developer", "admin")
+def painpoint_tickets(pp_id: int, user: User) -> Any:
+    """{"link": "lp:1234567"} or {"unlink": "..."}: a ticket reference or the ticket's URL."""
+    if not _exists(pp_id):
+        return jsonify({"error": "not found"}), 404
+    body = _json_body()
+    if bool(body.get("link")) == bool(body.get("unlink")):
+        raise PainPointError("link", "give one of link or unlink")
+    link_ticket(db(), pp_id, str(body.get("link") or body.get("unlink")), user.email, linked=bool(body.get("link")))
+    db().commit()
+    return _detail_or_404(pp_id)
+
+
+@bp.patch("/painpoints/<int:pp_id>/components")
+@api_role("developer", "admin")
+def painpoint_components(pp_id: int, user: User) -> Any:
+    """{"confirm": [...], "reject": [...]}"""
+    if not _exists(pp_id):
+        return jsonify({"error": "not found"}), 404
+    body = _json_body()
+    confirm, reject = body.get("confirm", []), body.get("reject", [])
+    if not isinstance(confirm, list) or not isinstance(reject, list) or not all(
+            isinstance(x, str) for x in confirm + reject):
+        raise PainPointError("components", "confirm and reject are lists of component names")
+    known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+    set_components(db(), pp_id, known, user.email, confirm=confirm, reject=reject)
+    refresh(db(), [pp_id])
+    db().commit()
+    return _detail_or_404(pp_id)
+
+
+@bp.post("/painpoints/<int:pp_id>/tests")
+@api_role("developer", "admin")
+def painpoint_tested(pp_id: int, user: User) -> Any:
+    """{"url": "https://...", "note": "..."}: covered by this test."""
+    if not _exists(pp_id):
+        return jsonify({"error": "not found"}), 404
+    body = _json_body()
+    mark_tested(db(), pp_id, str(body.get("url") or ""), user.email, str(body.get("note") or ""))
+    db().commit()
+    return _detail_or_404(pp_id), 201
+
+
+@bp.post("/painpoints/<int:pp_id>/merge")
+@api_role("developer", "admin")
+def painpoint_merge(pp_id: int, user: User) -> Any:
+    """{"into": id}: this pain point's threads, votes and links move there; undo with the event."""
+    if not _exists(pp_id):
+        return jsonify({"error": "not found"}), 404
+    into = _json_body().get("into")
+    if not isinstance(into, int) or isinstance(into, bool):
+        raise PainPointError("into", "the id of the pain point to merge into")
+    event = merge(db(), pp_id, into, user.email)
+    db().commit()
+    data = painpoint_detail(db(), into)
+    return jsonify({**(data or {}), "event": event.id})
+
+
+@bp.post("/painpoints/<int:pp_id>/split")
+@api_role("developer", "admin")
+def painpoint_split(pp_id: int, user: User) -> Any:
+    """{"threads": [ids], "title": "..."}: those threads become a new pain point."""
+    if not _exists(pp_id):
+        return jsonify({"error": "not found"}), 404
+    body = _json_body()
+    threads = body.get("threads")
+    if not isinstance(threads, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in threads):
+        raise PainPointError("threads", "a list of thread ids")
+    title = body.get("title")
+    if title is not None and (not isinstance(title, str) or len(title) > 500):
+        raise PainPointError("title", "at most 500 characters")
+    point = split(db(), pp_id, threads, user.email, title)
+    db().commit()
+    return jsonify(painpoint_detail(db(), point.id or 0)), 201
+
+
+@bp.post("/painpoints/events/<int:event_id>/undo")
+@api_role("developer", "admin")
+def painpoint_undo(event_id: int, user: User) -> Any:
+    undo(db(), event_id, user.email)
+    db().commit()
+    return jsonify({"undone": event_id})
+
+
+@bp.route("/painpoints/<int:pp_id>/vote", methods=["POST", "DELETE"])
+@api_role("operator", "developer", "admin")
+def painpoint_vote(pp_id: int, user: User) -> Any:
+    """"Affects me too" (POST), or taking it back (DELETE)."""
+    if not _exists(pp_id):
+        return jsonify({"error": "not found"}), 404
+    changed = vote(db(), pp_id, user, on=request.method == "POST")
+    db().commit()
+    data = painpoint_detail(db(), pp_id) or {}
+    return jsonify({"voted": request.method == "POST", "changed": changed, "impact": data.get("impact")})
+
+
+@bp.get("/coverage")
+@api_read
+def coverage_view() -> Any:
+    """GET /api/v1/coverage?cycle=: the share of the cycle's operator pain linked to a ticket."""
+    return jsonify(coverage(db(), _cycle_arg()))
+
+
+@bp.get("/cycles")
+@api_read
+def cycles() -> Any:
+    from ..cycles import all_cycles
+
+    return jsonify({"items": [c.as_dict() for c in all_cycles(db())]})

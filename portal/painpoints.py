@@ -1,0 +1,787 @@
+"""Pain points: the threads about one production problem, with who hurts and what is being done.
+
+Grouping. Every thread judged production pain (portal/threads.painful_threads) belongs to one pain
+point. Threads are taken oldest first; a thread joins an existing pain point when
+
+1. it names a ticket that pain point's threads name or a developer linked to it (and nobody
+   unlinked it there), or
+2. its text is the same problem: title character n-gram cosine >= JOIN_TITLE and BM25 word
+   cosine >= JOIN_WORDS, or word cosine >= JOIN_SAME_TEXT on its own (a cross-post), with at
+   least one component in common when both sides have components, and at least one ticket in
+   common when both sides name tickets (two tickets mean two problems until a developer merges);
+
+otherwise it starts a new pain point. The thresholds are deliberately strict: two problems
+wrongly joined hide one of them, while two pain points about one problem are one click to merge
+(and the pain point page lists its most similar pain points to make that click easy).
+
+Status, derived from evidence and never typed by hand:
+
+    untracked       no ticket linked
+    tracked         a ticket, no fix yet
+    fix_in_review   a fix under review, none merged
+    fixed_untested  a fix merged (or released), no test evidence
+    fixed_tested    a fix merged with a test: a merged fix touching test files, or a "covered by
+                    test" link a developer gave
+    regressed       pain reported again (a thread first written) after the latest fix merged
+
+Impact, a documented formula shown broken down on every pain point:
+
+    score = (3 x operators + 2 x organisations + reports + votes) x severity x recency x reach
+
+    operators      distinct people with the operator role who wrote in its threads, and
+                   operators who said "affects me too"
+    organisations  distinct mail domains of those operators (webmail domains do not count)
+    reports        its threads
+    votes          "affects me too" from people not already counted as operators
+    severity       2.0 critical (outage, downtime, corruption), 1.5 high (regression, broken,
+                   blocked, crash), 1.0 otherwise
+    recency        180 / (180 + days since the last report)
+    reach          1.0 unless fixed; once fixed, the share of the releases operators said they
+                   run whose cycle ended before the fix merged (a fix on master does not help an
+                   operator two releases behind), at least 0.1; 1.0 for a fix not in any release
+                   when no release is known, 0.1 for a released one
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from importers.refs import extract_refs, ticket_url, tracker_of
+from importers.text import normalize_subject
+
+from .cycles import CycleSpan, all_cycles, releases_named
+from .models import (
+    PAIN_STATUSES,
+    AuditEvent,
+    Message,
+    PainPoint,
+    PainPointComponent,
+    PainPointMember,
+    PainPointTest,
+    PainPointTicket,
+    PainPointVote,
+    Person,
+    Thread,
+    Ticket,
+    TicketEvidence,
+    User,
+    utcnow,
+)
+from .threads import iso, painful_threads, thread_components, thread_pain, thread_refs
+
+JOIN_TITLE = 0.8
+JOIN_WORDS = 0.3
+JOIN_SAME_TEXT = 0.6
+
+WEBMAIL = frozenset({"gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com",
+                     "aol.com", "icloud.com", "me.com", "mail.ru", "yandex.ru", "qq.com", "163.com", "126.com",
+                     "gmx.de", "gmx.net", "web.de", "protonmail.com", "proton.me"})
+SEVERITY_WEIGHT = {"critical": 2.0, "high": 1.5, "normal": 1.0}
+_CRITICAL = ("outage", "outtage", "downtime", "corrupted", "is down", "went down")
+_HIGH = ("regression", "regressed", "broken", "broke", "blocked", "blocking", "gate is blocked", "crash",
+         "crashed", "crashes", "stopped working", "leak")
+FORMULA = "(3*operators + 2*organisations + reports + votes) * severity * recency * reach"
+_REF_RE = re.compile(r"^(lp|gerrit|jira|gh|redmine|bp|story):[\w./#+\-]{1,200}$")
+
+
+class PainPointError(ValueError):
+    """A request that cannot be carried out; `field` names what was wrong."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# --- grouping -----------------------------------------------------------------------------------
+
+
+@dataclass
+class GroupResult:
+    pain_points_new: int = 0
+    joined_by_ticket: int = 0
+    joined_by_similarity: int = 0
+    left: int = 0
+    refreshed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+def _audit(session: Session, by: str, action: str, kind: str, target: int, **detail: Any) -> AuditEvent:
+    event = AuditEvent(by=by, action=action, target_kind=kind, target_id=target, detail=json.dumps(detail))
+    session.add(event)
+    session.flush()
+    return event
+
+
+def _unlinked(session: Session) -> set[tuple[int, str]]:
+    return {(p, r) for p, r in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref)
+                                               .where(PainPointTicket.state == "unlinked"))}
+
+
+def group(session: Session, *, threshold: float | None = None, now: datetime | None = None) -> GroupResult:
+    """Put every pain thread not yet in a pain point into one, take out threads no longer judged
+    pain (unless a developer put them there), and refresh the pain points that changed."""
+    from .similar import SimilarityIndex, thread_docs
+    from .threads import _taxonomy
+
+    if threshold is None:
+        threshold = _taxonomy().pain.threshold
+    result = GroupResult()
+    pain_ids = set(session.execute(painful_threads(threshold)).scalars())
+    members = {m.thread_id: m for m in session.execute(select(PainPointMember)).scalars()}
+    touched: set[int] = set()
+    for tid, m in list(members.items()):
+        if tid not in pain_ids and m.how != "manual":
+            touched.add(m.pain_point_id)
+            session.delete(m)
+            del members[tid]
+            result.left += 1
+    new_ids = [tid for (tid,) in session.execute(
+        select(Thread.id).where(Thread.id.in_(pain_ids - set(members)))
+        .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id))] if pain_ids - set(members) else []
+    if new_ids:
+        assigned = list(members)
+        docs = thread_docs(session, assigned + new_ids)
+        index = SimilarityIndex(docs)
+        pos = {d.id: i for i, d in enumerate(docs)}
+        placed = np.zeros(len(docs), dtype=bool)
+        point_of: dict[int, int] = {}
+        for tid in assigned:
+            point_of[tid] = members[tid].pain_point_id
+            if tid in pos:
+                placed[pos[tid]] = True
+        refs = thread_refs(session, assigned + new_ids)
+        comps = {tid: {c["name"] for c in cs} for tid, cs in thread_components(session, assigned + new_ids).items()}
+        unlinked = _unlinked(session)
+        ref_point: dict[str, int] = {}
+        point_refs: dict[int, set[str]] = {}
+        for tid in assigned:
+            for r in refs.get(tid, []):
+                ref_point.setdefault(r, point_of[tid])
+                point_refs.setdefault(point_of[tid], set()).add(r)
+        for pp, r in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref)
+                                     .where(PainPointTicket.state == "linked")):
+            ref_point.setdefault(r, pp)
+            point_refs.setdefault(pp, set()).add(r)
+        subjects: dict[int, str] = dict(session.execute(select(Thread.id, Thread.subject)
+                                                        .where(Thread.id.in_(new_ids))).all())
+        for tid in new_ids:
+            target, how, score = None, "new", 0.0
+            for r in refs.get(tid, []):
+                if r in ref_point and (ref_point[r], r) not in unlinked:
+                    target, how, score = ref_point[r], "ticket", 1.0
+                    break
+            if target is None and tid in pos and placed.any():
+                i = pos[tid]
+                titles = index.title_cosine(docs[i].title)
+                words = index.word_cosine(i)
+                ok = placed & (((titles >= JOIN_TITLE) & (words >= JOIN_WORDS)) | (words >= JOIN_SAME_TEXT))
+                for j in np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]:
+                    other = int(docs[j].id)
+                    mine, theirs = comps.get(tid, set()), comps.get(other, set())
+                    if mine and theirs and not mine & theirs:
+                        continue
+                    named, known = set(refs.get(tid, [])), point_refs.get(point_of[other], set())
+                    if named and known and not named & known:
+                        continue
+                    target, how, score = point_of[other], "similar", float(titles[j] + words[j])
+                    break
+            if target is None:
+                point = PainPoint(title=(normalize_subject(subjects.get(tid) or "") or "(no subject)")[:500],
+                                  created_at=now or utcnow())
+                session.add(point)
+                session.flush()
+                assert point.id is not None
+                target = point.id
+                result.pain_points_new += 1
+            else:
+                result.joined_by_ticket += how == "ticket"
+                result.joined_by_similarity += how == "similar"
+            session.add(PainPointMember(pain_point_id=target, thread_id=tid, how=how, score=round(score, 4),
+                                        by="earshot", added_at=now or utcnow()))
+            point_of[tid] = target
+            if tid in pos:
+                placed[pos[tid]] = True
+            for r in refs.get(tid, []):
+                ref_point.setdefault(r, target)
+                point_refs.setdefault(target, set()).add(r)
+            touched.add(target)
+    session.flush()
+    # Pain points whose threads changed elsewhere (threads merged by an import) are stale too.
+    counts = select(PainPointMember.pain_point_id, func.count(PainPointMember.id).label("n")) \
+        .group_by(PainPointMember.pain_point_id).subquery()
+    touched.update(session.execute(
+        select(PainPoint.id).outerjoin(counts, counts.c.pain_point_id == PainPoint.id)
+        .where(PainPoint.merged_into_id.is_(None), func.coalesce(counts.c.n, 0) != PainPoint.reports)).scalars())
+    result.refreshed = len(refresh(session, touched, now=now))
+    return result
+
+
+# --- what a pain point is made of -------------------------------------------------------------
+
+
+@dataclass
+class Facts:
+    """Everything status and impact are computed from, gathered for a set of pain points."""
+
+    threads: dict[int, list[int]] = field(default_factory=dict)
+    thread_dates: dict[int, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
+    operators: dict[int, dict[str, str]] = field(default_factory=dict)  # pp -> {person key: email}
+    voters: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # pp -> [(email, role)]
+    refs: dict[int, list[str]] = field(default_factory=dict)
+    tickets: dict[str, Ticket] = field(default_factory=dict)
+    fix_dates: dict[str, datetime | None] = field(default_factory=dict)
+    tests: dict[int, list[datetime | None]] = field(default_factory=dict)
+    severity: dict[int, str] = field(default_factory=dict)
+    releases: dict[int, set[str]] = field(default_factory=dict)
+
+
+def _person_key(email: str | None, name: str) -> str:
+    return (email or "").casefold() or f"name:{name.casefold()}"
+
+
+def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> Facts:
+    ids = sorted(set(pp_ids))
+    facts = Facts()
+    if not ids:
+        return facts
+    for pp, tid in session.execute(select(PainPointMember.pain_point_id, PainPointMember.thread_id)
+                                   .where(PainPointMember.pain_point_id.in_(ids))):
+        facts.threads.setdefault(pp, []).append(tid)
+    all_threads = [t for ts in facts.threads.values() for t in ts]
+    owner = {t: pp for pp, ts in facts.threads.items() for t in ts}
+    facts.thread_dates = {tid: (a, b) for tid, a, b in session.execute(
+        select(Thread.id, Thread.first_date, Thread.last_date).where(Thread.id.in_(all_threads)))} \
+        if all_threads else {}
+    for tid, email, name, role, text in session.execute(
+            select(Message.thread_id, Person.email, Person.name, Person.role, Message.new_text)
+            .join(Person, Person.id == Message.person_id, isouter=True)
+            .where(Message.thread_id.in_(all_threads))) if all_threads else []:
+        pp = owner[tid]
+        if role == "operator":
+            facts.operators.setdefault(pp, {})[_person_key(email, name or "")] = email or ""
+            facts.releases.setdefault(pp, set()).update(releases_named(cycles, text or ""))
+    for pp, email, role in session.execute(
+            select(PainPointVote.pain_point_id, User.email, User.role).join(User, User.id == PainPointVote.user_id)
+            .where(PainPointVote.pain_point_id.in_(ids))):
+        facts.voters.setdefault(pp, []).append((email, role))
+    by_thread = thread_refs(session, all_threads)
+    manual: dict[int, dict[str, str]] = {}
+    for pp, ref, state in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref,
+                                                 PainPointTicket.state).where(PainPointTicket.pain_point_id.in_(ids))):
+        manual.setdefault(pp, {})[ref] = state
+    for pp in ids:
+        refs: list[str] = []
+        for tid in facts.threads.get(pp, []):
+            refs += [r for r in by_thread.get(tid, []) if r not in refs]
+        refs += [r for r, state in manual.get(pp, {}).items() if state == "linked" and r not in refs]
+        facts.refs[pp] = [r for r in refs if manual.get(pp, {}).get(r) != "unlinked"]
+    wanted = {r for rs in facts.refs.values() for r in rs}
+    if wanted:
+        facts.tickets = {t.ref: t for t in session.execute(select(Ticket).where(Ticket.ref.in_(wanted))).scalars()}
+        dates: dict[int, datetime] = {}
+        for tid, when in session.execute(
+                select(TicketEvidence.ticket_id, func.max(TicketEvidence.date))
+                .where(TicketEvidence.ticket_id.in_([t.id for t in facts.tickets.values()]),
+                       TicketEvidence.kind.in_(("fix", "review")), TicketEvidence.merged.is_(True))
+                .group_by(TicketEvidence.ticket_id)):
+            if when is not None:
+                dates[tid] = when
+        for ref, t in facts.tickets.items():
+            facts.fix_dates[ref] = dates.get(t.id or 0) or (t.updated_at if t.fix_state in ("merged", "released")
+                                                             else None)
+    for pp, at in session.execute(select(PainPointTest.pain_point_id, PainPointTest.at)
+                                  .where(PainPointTest.pain_point_id.in_(ids))):
+        facts.tests.setdefault(pp, []).append(at)
+    pains = thread_pain(session, all_threads)
+    for pp, ts in facts.threads.items():
+        reasons = " ".join(r for t in ts for r in pains.get(t, {}).get("reasons", [])).casefold()
+        facts.severity[pp] = ("critical" if any(f"'{w}'" in reasons for w in _CRITICAL)
+                              else "high" if any(f"'{w}'" in reasons for w in _HIGH) else "normal")
+    return facts
+
+
+def derive_status(tickets: list[tuple[str, str, datetime | None]], reports: list[datetime | None],
+                  tests: list[datetime | None] | None = None) -> str:
+    """Status from (fix_state, test_state, fix_date) of each linked ticket, the dates of the
+    reports, and the dates of the "covered by test" links developers gave.
+
+    After a regression only what came later counts: a fix merged after the pain came back, and a
+    test of that fix; the test that let it regress does not make the new fix tested."""
+    if not tickets:
+        return "untracked"
+    fixed = [t for t in tickets if t[0] in ("merged", "released")]
+    if fixed:
+        dates = [d for _f, _t, d in fixed if d is not None]
+        seen = [r for r in reports if r is not None]
+        if dates and any(r > max(dates) for r in seen):
+            return "regressed"
+        came_back = max((r for r in seen if any(d < r for d in dates)), default=None)
+        if came_back is not None:
+            fixed = [t for t in fixed if t[2] is not None and t[2] > came_back]
+            tests = [d for d in (tests or []) if d is not None and d > came_back]
+        return "fixed_tested" if tests or any(t[1] == "tested" for t in fixed) else "fixed_untested"
+    if any(t[0] == "in_review" for t in tickets):
+        return "fix_in_review"
+    return "tracked"
+
+
+def impact(facts: Facts, pp: int, status: str, cycles: list[CycleSpan], now: datetime) -> dict[str, Any]:
+    """The impact score and its parts (see the module's documentation)."""
+    operators = dict(facts.operators.get(pp, {}))
+    votes = 0
+    for email, role in facts.voters.get(pp, []):
+        key = email.casefold()
+        if key in operators:
+            continue
+        if role == "operator":
+            operators[key] = email
+        else:
+            votes += 1
+    orgs = {e.rsplit("@", 1)[1].casefold() for e in operators.values() if "@" in e}
+    orgs = {d for d in orgs if d not in WEBMAIL}
+    threads = facts.threads.get(pp, [])
+    lasts = [facts.thread_dates.get(t, (None, None))[1] or facts.thread_dates.get(t, (None, None))[0]
+             for t in threads]
+    last = max((d for d in lasts if d is not None), default=None)
+    days = max(0.0, (now - last).total_seconds() / 86400) if last else 365.0
+    recency = 180 / (180 + days)
+    severity = facts.severity.get(pp, "normal")
+    releases = sorted(facts.releases.get(pp, set()))
+    unfixed = releases
+    reach = 1.0
+    if status in ("fixed_untested", "fixed_tested"):
+        fix_dates = [facts.fix_dates.get(r) for r in facts.refs.get(pp, [])]
+        fixed_at = max((d for d in fix_dates if d is not None), default=None)
+        ends = {c.name: c.end for c in cycles}
+        if releases and fixed_at is not None:
+            unfixed = [r for r in releases if r in ends and ends[r] <= fixed_at]
+            reach = max(0.1, len(unfixed) / len(releases))
+        else:
+            released = any((facts.tickets.get(r) and facts.tickets[r].fix_state == "released")
+                           for r in facts.refs.get(pp, []))
+            unfixed = [] if released else releases
+            reach = 0.1 if released else 1.0
+    base = 3 * len(operators) + 2 * len(orgs) + len(threads) + votes
+    score = base * SEVERITY_WEIGHT[severity] * recency * reach
+    return {"score": round(score, 3), "formula": FORMULA, "operators": len(operators), "organisations": len(orgs),
+            "reports": len(threads), "votes": votes, "severity": severity,
+            "severity_weight": SEVERITY_WEIGHT[severity], "recency": round(recency, 3),
+            "days_since_last_report": round(days, 1), "releases": releases, "releases_unfixed": unfixed,
+            "reach": round(reach, 3)}
+
+
+def _status_of(facts: Facts, pp: int) -> str:
+    tickets = []
+    for r in facts.refs.get(pp, []):
+        t = facts.tickets.get(r)
+        tickets.append((t.fix_state, t.test_state, facts.fix_dates.get(r)) if t else ("none", "none", None))
+    reports = [facts.thread_dates.get(t, (None, None))[0] for t in facts.threads.get(pp, [])]
+    return derive_status(tickets, reports, facts.tests.get(pp, []))
+
+
+def refresh(session: Session, pp_ids: Iterable[int], *, now: datetime | None = None,
+            cycles: list[CycleSpan] | None = None) -> list[int]:
+    """Recompute and store status and impact; a status change is recorded in the audit log
+    (the digest reads it to tell what changed this week)."""
+    now = now or utcnow()
+    ids = sorted(set(pp_ids))
+    if not ids:
+        return []
+    cycles = cycles if cycles is not None else all_cycles(session)
+    done = []
+    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        facts = gather(session, chunk, cycles)
+        comps = components_of(session, chunk)
+        for point in session.execute(select(PainPoint).where(PainPoint.id.in_(chunk))).scalars():
+            pp = point.id or 0
+            status = _status_of(facts, pp)
+            parts = impact(facts, pp, status, cycles, now)
+            if status != point.status or point.status_since is None:
+                if point.status_since is not None:
+                    _audit(session, "earshot", "status", "pain_point", pp, **{"from": point.status, "to": status})
+                point.status, point.status_since = status, now
+            firsts = [facts.thread_dates.get(t, (None, None))[0] for t in facts.threads.get(pp, [])]
+            lasts = [facts.thread_dates.get(t, (None, None))[1] for t in facts.threads.get(pp, [])]
+            point.first_reported = min((d for d in firsts if d), default=None)
+            point.last_reported = max((d for d in lasts if d), default=None)
+            point.impact, point.operators, point.reports = parts["score"], parts["operators"], parts["reports"]
+            point.components = ",".join(comps.get(pp, []))
+            session.add(point)
+            done.append(pp)
+    session.flush()
+    return done
+
+
+def refresh_all(session: Session, *, now: datetime | None = None) -> int:
+    ids = list(session.execute(select(PainPoint.id).where(PainPoint.merged_into_id.is_(None))).scalars())
+    return len(refresh(session, ids, now=now))
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def components_of(session: Session, pp_ids: list[int]) -> dict[int, list[str]]:
+    """Components of each pain point: those of its threads, with developers' word on the pain point
+    applied (confirmed added, rejected removed), most common first."""
+    if not pp_ids:
+        return {}
+    threads: dict[int, list[int]] = {}
+    for pp, tid in session.execute(select(PainPointMember.pain_point_id, PainPointMember.thread_id)
+                                   .where(PainPointMember.pain_point_id.in_(pp_ids))):
+        threads.setdefault(pp, []).append(tid)
+    per_thread = thread_components(session, [t for ts in threads.values() for t in ts])
+    out: dict[int, dict[str, int]] = {}
+    for pp, ts in threads.items():
+        counts = out.setdefault(pp, {})
+        for t in ts:
+            for c in per_thread.get(t, []):
+                counts[c["name"]] = counts.get(c["name"], 0) + 1
+    for o in session.execute(select(PainPointComponent).where(PainPointComponent.pain_point_id.in_(pp_ids))).scalars():
+        counts = out.setdefault(o.pain_point_id, {})
+        if o.state == "rejected":
+            counts.pop(o.component, None)
+        else:
+            counts[o.component] = counts.get(o.component, 0) + 1000
+    return {pp: sorted(c, key=lambda n: (-c[n], n)) for pp, c in out.items()}
+
+
+def _live(q: Any) -> Any:
+    return q.where(PainPoint.merged_into_id.is_(None), PainPoint.reports > 0)
+
+
+def with_component(component: str) -> Any:
+    """Pain point ids in a component (children count for their parents)."""
+    from .threads import threads_with_component
+
+    in_threads = select(PainPointMember.pain_point_id).where(
+        PainPointMember.thread_id.in_(threads_with_component(component)))
+    like = component.rstrip("/") + "/%"
+    confirmed = select(PainPointComponent.pain_point_id).where(
+        PainPointComponent.state == "confirmed",
+        (PainPointComponent.component == component) | PainPointComponent.component.like(like))
+    rejected = select(PainPointComponent.pain_point_id).where(
+        PainPointComponent.state == "rejected", PainPointComponent.component == component)
+    return select(PainPoint.id).where((PainPoint.id.in_(in_threads) | PainPoint.id.in_(confirmed))
+                                      & PainPoint.id.not_in(rejected))
+
+
+SORTS = ("impact", "recent", "oldest", "reports", "triage")
+
+
+def list_painpoints(session: Session, *, component: str | None = None, status: str | None = None,
+                    cycle: CycleSpan | None = None, sort: str = "impact", limit: int = 25,
+                    offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+    q = _live(select(PainPoint))
+    if component:
+        q = q.where(PainPoint.id.in_(with_component(component)))
+    if status:
+        q = q.where(PainPoint.status == status)
+    if cycle is not None:  # pain reported during the cycle
+        q = q.where(PainPoint.id.in_(select(PainPointMember.pain_point_id).join(
+            Thread, Thread.id == PainPointMember.thread_id).where(Thread.first_date >= cycle.start,
+                                                                   Thread.first_date < cycle.end)))
+    total = session.execute(select(func.count()).select_from(q.subquery())).scalar_one()
+    order = {"impact": (PainPoint.impact.desc(), PainPoint.id.desc()),
+             "recent": (PainPoint.last_reported.desc().nulls_last(), PainPoint.id.desc()),
+             "oldest": (PainPoint.first_reported.asc().nulls_last(), PainPoint.id),
+             "reports": (PainPoint.reports.desc(), PainPoint.id.desc()),
+             "triage": (triage_rank(), PainPoint.impact.desc(), PainPoint.id.desc())}[sort]
+    rows = session.execute(q.order_by(*order).limit(limit).offset(offset)).scalars().all()
+    return total, summaries(session, list(rows))
+
+
+def triage_rank() -> Any:
+    """Unlinked and unclassified first (untracked with no component, untracked, no component),
+    then regressed, tracked, in review, fixed without a test; fixed and tested last."""
+    from sqlalchemy import case
+
+    return case(((PainPoint.status == "untracked") & (PainPoint.components == ""), 0),
+                (PainPoint.status == "untracked", 1), (PainPoint.components == "", 2),
+                (PainPoint.status == "regressed", 3), (PainPoint.status == "tracked", 4),
+                (PainPoint.status == "fix_in_review", 5), (PainPoint.status == "fixed_untested", 6), else_=7)
+
+
+def summaries(session: Session, points: list[PainPoint], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    ids = [p.id or 0 for p in points]
+    cycles = all_cycles(session)
+    facts = gather(session, ids, cycles)
+    comps = components_of(session, ids)
+    now = now or utcnow()
+    out = []
+    for p in points:
+        pp = p.id or 0
+        tickets = []
+        for r in facts.refs.get(pp, []):
+            t = facts.tickets.get(r)
+            tickets.append({"ref": r, "url": (t.url if t else "") or ticket_url(r), "tracker": tracker_of(r),
+                            "title": t.title if t else "", "fix_state": t.fix_state if t else "unknown",
+                            "test_state": t.test_state if t else "unknown", "id": t.id if t else None})
+        out.append({"id": pp, "title": p.title, "components": comps.get(pp, []), "status": p.status,
+                    "status_since": iso(p.status_since),
+                    "impact": impact(facts, pp, p.status, cycles, now), "reports": len(facts.threads.get(pp, [])),
+                    "operators": len(facts.operators.get(pp, {})), "tickets": tickets,
+                    "tests": len(facts.tests.get(pp, [])), "first_reported": iso(p.first_reported),
+                    "last_reported": iso(p.last_reported)})
+    return out
+
+
+def painpoint_detail(session: Session, pp_id: int) -> dict[str, Any] | None:
+    from .threads import list_threads_by_ids
+
+    point = session.get(PainPoint, pp_id)
+    if point is None:
+        return None
+    if point.merged_into_id is not None:
+        return {"id": pp_id, "merged_into": point.merged_into_id, "title": point.title}
+    data = summaries(session, [point])[0]
+    members = {m.thread_id: m for m in session.execute(
+        select(PainPointMember).where(PainPointMember.pain_point_id == pp_id)).scalars()}
+    reports = list_threads_by_ids(session, list(members))
+    for r in reports:
+        m = members[r["id"]]
+        r.update({"kind": "thread", "joined": m.how, "join_score": m.score, "added_by": m.by})
+    data["reports"] = reports
+    data["evidence"] = {
+        "tests": [{"id": t.id, "url": t.url, "note": t.note, "by": t.by, "at": iso(t.at)} for t in session.execute(
+            select(PainPointTest).where(PainPointTest.pain_point_id == pp_id)).scalars()],
+        "commits": [{"ticket": ref, "kind": e.kind, "ident": e.ident, "url": e.url, "summary": e.summary,
+                     "date": iso(e.date), "touches_tests": e.touches_tests, "merged": e.merged, "release": e.release}
+                    for e, ref in session.execute(
+                        select(TicketEvidence, Ticket.ref).join(Ticket, Ticket.id == TicketEvidence.ticket_id)
+                        .where(Ticket.ref.in_([t["ref"] for t in data["tickets"]]))
+                        .order_by(TicketEvidence.date.desc().nulls_last()))],
+    }
+    data["history"] = [{"id": e.id, "at": iso(e.at), "by": e.by, "action": e.action,
+                        "detail": json.loads(e.detail or "{}"), "undone": e.undone_at is not None}
+                       for e in session.execute(select(AuditEvent).where(
+                           AuditEvent.target_kind == "pain_point", AuditEvent.target_id == pp_id)
+                           .order_by(AuditEvent.id.desc()).limit(50)).scalars()]
+    data["merged_from"] = list(session.execute(select(PainPoint.id).where(PainPoint.merged_into_id == pp_id))
+                               .scalars())
+    return data
+
+
+def coverage(session: Session, cycle: CycleSpan | None) -> dict[str, Any]:
+    """Share of the cycle's operator pain (pain points with an operator report first written in
+    the cycle) that is linked to a ticket."""
+    q = _live(select(PainPoint.status)).where(PainPoint.operators > 0)
+    if cycle is not None:
+        q = q.where(PainPoint.id.in_(select(PainPointMember.pain_point_id).join(
+            Thread, Thread.id == PainPointMember.thread_id).where(Thread.first_date >= cycle.start,
+                                                                   Thread.first_date < cycle.end)))
+    statuses = list(session.execute(q).scalars())
+    linked = sum(1 for s in statuses if s != "untracked")
+    by_status = {s: statuses.count(s) for s in PAIN_STATUSES}
+    return {"cycle": cycle.name if cycle else None, "operator_pain_points": len(statuses), "linked": linked,
+            "rate": round(linked / len(statuses), 3) if statuses else None, "by_status": by_status}
+
+
+# --- developers' actions (each audited) ---------------------------------------------------------
+
+
+def _point(session: Session, pp_id: int, field: str = "id") -> PainPoint:
+    point = session.get(PainPoint, pp_id)
+    if point is None:
+        raise PainPointError(field, f"no pain point {pp_id}")
+    if point.merged_into_id is not None:
+        raise PainPointError(field, f"pain point {pp_id} was merged into {point.merged_into_id}")
+    return point
+
+
+def normalise_ref(value: str) -> str:
+    """A ticket reference as Earshot writes it (lp:1234567), from that form or from a ticket URL."""
+    value = (value or "").strip()
+    if _REF_RE.match(value):
+        return value
+    found = extract_refs(value)
+    if len(found) == 1:
+        return found[0]
+    raise PainPointError("ref", "a ticket reference such as lp:1234567 or jira:PROJ-12, or the ticket's URL")
+
+
+def link_ticket(session: Session, pp_id: int, value: str, by: str, *, linked: bool = True) -> str:
+    _point(session, pp_id)
+    ref = normalise_ref(value)
+    row = session.execute(select(PainPointTicket).where(PainPointTicket.pain_point_id == pp_id,
+                                                        PainPointTicket.ref == ref)).scalars().first()
+    row = row or PainPointTicket(pain_point_id=pp_id, ref=ref)
+    row.state, row.by, row.at = ("linked" if linked else "unlinked"), by, utcnow()
+    session.add(row)
+    _audit(session, by, "link" if linked else "unlink", "pain_point", pp_id, ref=ref)
+    refresh(session, [pp_id])
+    return ref
+
+
+def set_components(session: Session, pp_id: int, known: set[str], by: str, *, confirm: Iterable[str] = (),
+                   reject: Iterable[str] = ()) -> None:
+    _point(session, pp_id)
+    for name in [*confirm, *reject]:
+        if name not in known:
+            raise PainPointError("components", f"unknown component {name!r}")
+    for state, names in (("confirmed", list(confirm)), ("rejected", list(reject))):
+        for name in names:
+            row = session.execute(select(PainPointComponent).where(
+                PainPointComponent.pain_point_id == pp_id, PainPointComponent.component == name)).scalars().first()
+            row = row or PainPointComponent(pain_point_id=pp_id, component=name, state=state)
+            row.state, row.by, row.at = state, by, utcnow()
+            session.add(row)
+            _audit(session, by, f"component_{state}", "pain_point", pp_id, component=name)
+    session.flush()
+
+
+def mark_tested(session: Session, pp_id: int, url: str, by: str, note: str = "") -> PainPointTest:
+    _point(session, pp_id)
+    url = (url or "").strip()
+    if not re.match(r"^https?://[^\s/]+\S*$", url) or len(url) > 2000:
+        raise PainPointError("url", "a link (http or https) to the test or the change that adds it")
+    row = PainPointTest(pain_point_id=pp_id, url=url, note=(note or "").strip()[:2000], by=by)
+    session.add(row)
+    session.flush()
+    _audit(session, by, "tested", "pain_point", pp_id, url=url, test_id=row.id)
+    refresh(session, [pp_id])
+    return row
+
+
+def vote(session: Session, pp_id: int, user: User, *, on: bool = True) -> bool:
+    """"Affects me too" (or taking it back); answers whether anything changed."""
+    _point(session, pp_id)
+    row = session.execute(select(PainPointVote).where(PainPointVote.pain_point_id == pp_id,
+                                                      PainPointVote.user_id == user.id)).scalars().first()
+    if on == (row is not None):
+        return False
+    if on:
+        session.add(PainPointVote(pain_point_id=pp_id, user_id=user.id or 0))
+    else:
+        session.delete(row)
+    _audit(session, user.email, "vote" if on else "unvote", "pain_point", pp_id)
+    refresh(session, [pp_id])
+    return True
+
+
+def merge(session: Session, source_id: int, into_id: int, by: str) -> AuditEvent:
+    """Move everything of `source` into `into`; operators and votes count once (they are sets),
+    and the event keeps what undo needs."""
+    if source_id == into_id:
+        raise PainPointError("into", "a pain point cannot be merged into itself")
+    source = _point(session, source_id)
+    _point(session, into_id, "into")
+    threads = list(session.execute(select(PainPointMember.thread_id).where(
+        PainPointMember.pain_point_id == source_id)).scalars())
+    session.execute(update(PainPointMember).where(PainPointMember.pain_point_id == source_id)
+                    .values(pain_point_id=into_id))
+    tests = list(session.execute(select(PainPointTest.id).where(PainPointTest.pain_point_id == source_id)).scalars())
+    session.execute(update(PainPointTest).where(PainPointTest.pain_point_id == source_id).values(pain_point_id=into_id))
+    theirs = set(session.execute(select(PainPointVote.user_id).where(PainPointVote.pain_point_id == into_id)).scalars())
+    moved_votes, dropped_votes = [], []
+    for v in session.execute(select(PainPointVote).where(PainPointVote.pain_point_id == source_id)).scalars():
+        if v.user_id in theirs:
+            dropped_votes.append(v.user_id)
+            session.delete(v)
+        else:
+            moved_votes.append(v.user_id)
+            v.pain_point_id = into_id
+            session.add(v)
+    target_links = {r for (r,) in session.execute(select(PainPointTicket.ref).where(
+        PainPointTicket.pain_point_id == into_id))}
+    links = []
+    for link in session.execute(select(PainPointTicket).where(PainPointTicket.pain_point_id == source_id)).scalars():
+        if link.ref not in target_links:
+            links.append(link.ref)
+            link.pain_point_id = into_id
+            session.add(link)
+    source.merged_into_id = into_id
+    session.add(source)
+    event = _audit(session, by, "merge", "pain_point", source_id, into=into_id, threads=threads, tests=tests,
+                   votes_moved=moved_votes, votes_dropped=dropped_votes, links=links)
+    _audit(session, by, "merged_in", "pain_point", into_id, source=source_id, event=event.id)
+    refresh(session, [into_id, source_id])
+    return event
+
+
+def split(session: Session, pp_id: int, thread_ids: list[int], by: str, title: str | None = None) -> PainPoint:
+    """Move some of a pain point's threads into a new pain point."""
+    _point(session, pp_id)
+    members = set(session.execute(select(PainPointMember.thread_id).where(
+        PainPointMember.pain_point_id == pp_id)).scalars())
+    chosen = sorted(set(thread_ids))
+    if not chosen or not set(chosen) <= members:
+        raise PainPointError("threads", "choose threads of this pain point")
+    if set(chosen) == members:
+        raise PainPointError("threads", "leave at least one thread where it is")
+    if not title:
+        subject = session.execute(select(Thread.subject).where(Thread.id.in_(chosen))
+                                  .order_by(Thread.first_date.is_(None), Thread.first_date)).scalars().first()
+        title = normalize_subject(subject or "") or "(no subject)"
+    point = PainPoint(title=title.strip()[:500])
+    session.add(point)
+    session.flush()
+    assert point.id is not None
+    session.execute(update(PainPointMember).where(PainPointMember.thread_id.in_(chosen))
+                    .values(pain_point_id=point.id, how="manual", by=by))
+    event = _audit(session, by, "split", "pain_point", pp_id, new=point.id, threads=chosen)
+    _audit(session, by, "split_from", "pain_point", point.id, source=pp_id, event=event.id)
+    refresh(session, [pp_id, point.id])
+    return point
+
+
+def undo(session: Session, event_id: int, by: str) -> AuditEvent:
+    """Undo a merge or a split (once)."""
+    event = session.get(AuditEvent, event_id)
+    if event is None or event.target_kind != "pain_point" or event.action not in ("merge", "split"):
+        raise PainPointError("event", "only a merge or a split can be undone")
+    if event.undone_at is not None:
+        raise PainPointError("event", "this was undone already")
+    detail = json.loads(event.detail)
+    if event.action == "merge":
+        source, into = event.target_id, int(detail["into"])
+        point = session.get(PainPoint, source)
+        assert point is not None
+        point.merged_into_id = None
+        session.add(point)
+        if detail["threads"]:
+            session.execute(update(PainPointMember).where(PainPointMember.thread_id.in_(detail["threads"]),
+                                                          PainPointMember.pain_point_id == into)
+                            .values(pain_point_id=source))
+        if detail["tests"]:
+            session.execute(update(PainPointTest).where(PainPointTest.id.in_(detail["tests"]))
+                            .values(pain_point_id=source))
+        if detail["votes_moved"]:
+            session.execute(update(PainPointVote).where(PainPointVote.pain_point_id == into,
+                                                        PainPointVote.user_id.in_(detail["votes_moved"]))
+                            .values(pain_point_id=source))
+        for user_id in detail["votes_dropped"]:
+            session.add(PainPointVote(pain_point_id=source, user_id=user_id))
+        if detail["links"]:
+            session.execute(update(PainPointTicket).where(PainPointTicket.pain_point_id == into,
+                                                          PainPointTicket.ref.in_(detail["links"]))
+                            .values(pain_point_id=source))
+        touched = [source, into]
+    else:
+        source, new = event.target_id, int(detail["new"])
+        session.execute(update(PainPointMember).where(PainPointMember.pain_point_id == new,
+                                                      PainPointMember.thread_id.in_(detail["threads"]))
+                        .values(pain_point_id=source))
+        remaining = session.execute(select(func.count(PainPointMember.id)).where(
+            PainPointMember.pain_point_id == new)).scalar_one()
+        if remaining == 0:
+            session.execute(update(PainPoint).where(PainPoint.id == new).values(merged_into_id=source))
+        touched = [source, new]
+    event.undone_at = utcnow()
+    session.add(event)
+    redo = _audit(session, by, "undo", "pain_point", event.target_id, event=event.id, undid=event.action)
+    refresh(session, touched)
+    return redo
+
+

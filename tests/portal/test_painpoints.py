@@ -1,0 +1,314 @@
+"""Pain points: grouping, status from evidence, impact, merge/split with undo, and their API."""
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from portal.painpoints import derive_status
+
+OUTAGE = ("Since the upgrade our l3-agent routers are broken: floating IPs stop answering and we had an "
+          "outage of two hours in production. The workaround is to restart the agent by hand.")
+
+
+def mbox(path: Path, *messages: dict) -> Path:
+    """An mbox of the given messages (keys: id, date, frm, subject, body, list, reply_to)."""
+    chunks = []
+    for m in messages:
+        lst = m.get("list", "openstack-operators")
+        headers = [f"From: {m['frm']}", f"Date: {m['date']}", f"Message-ID: <{m['id']}>",
+                   f"Subject: {m['subject']}", f"List-Id: <{lst}.lists.openstack.org>"]
+        if m.get("reply_to"):
+            headers += [f"In-Reply-To: <{m['reply_to']}>", f"References: <{m['reply_to']}>"]
+        chunks.append("From x@y Mon Jan  1 00:00:00 2024\n" + "\n".join(headers) + "\n\n" + m["body"] + "\n")
+    path.write_text("\n".join(chunks), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def dev(runner):
+    runner.invoke(args=["users", "create", "--email", "dev@x.org", "--role", "developer"])
+    token = runner.invoke(args=["tokens", "create", "--email", "dev@x.org"]).output.strip().splitlines()[-1]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def operator(runner):
+    runner.invoke(args=["users", "create", "--email", "ops@telco.example", "--role", "operator"])
+    token = runner.invoke(args=["tokens", "create", "--email", "ops@telco.example"]).output.strip().splitlines()[-1]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def points(client, **params):
+    return client.get("/api/v1/painpoints", query_string=params).get_json()
+
+
+def test_status_follows_each_step_of_the_evidence():
+    day = datetime(2014, 5, 1)
+    later = datetime(2014, 9, 1)
+    assert derive_status([], [day]) == "untracked"
+    assert derive_status([("none", "none", None)], [day]) == "tracked"
+    assert derive_status([("none", "none", None), ("in_review", "none", None)], [day]) == "fix_in_review"
+    assert derive_status([("merged", "none", datetime(2014, 6, 1))], [day]) == "fixed_untested"
+    assert derive_status([("merged", "tested", datetime(2014, 6, 1))], [day]) == "fixed_tested"
+    assert derive_status([("merged", "none", datetime(2014, 6, 1))], [day], tests=[later]) == "fixed_tested"
+    assert derive_status([("released", "tested", datetime(2014, 6, 1))], [day, later]) == "regressed"
+    # A second fix after the regression report brings it back to fixed, tested only by its own test.
+    refix = [("merged", "tested", datetime(2014, 6, 1)), ("merged", "none", datetime(2014, 10, 1))]
+    assert derive_status(refix, [day, later]) == "fixed_untested"
+    assert derive_status(refix, [day, later], tests=[datetime(2014, 7, 1)]) == "fixed_untested"
+    assert derive_status(refix, [day, later], tests=[datetime(2014, 10, 2)]) == "fixed_tested"
+
+
+def test_every_transition_end_to_end_with_real_imports(app, client, runner, import_paths, dev, tmp_path):
+    """untracked -> tracked -> fix_in_review -> fixed_untested -> fixed_tested -> regressed, each from
+    what was imported or linked, never typed."""
+    import_paths(mbox(tmp_path / "a.mbox", {"id": "a1@x", "date": "Mon, 5 May 2014 10:00:00 +0000",
+                                            "frm": "Ana <ana@telco.example>",
+                                            "subject": "[Openstack-operators] l3-agent routers broken after upgrade",
+                                            "body": OUTAGE}))
+    listing = points(client)
+    assert listing["total"] == 1
+    pp = listing["items"][0]
+    assert pp["status"] == "untracked" and pp["operators"] == 1 and pp["reports"] == 1
+    assert listing["coverage"]["rate"] == 0.0
+    pid = pp["id"]
+
+    linked = client.post(f"/api/v1/painpoints/{pid}/tickets",
+                         json={"link": "https://bugs.launchpad.net/neutron/+bug/1400001"}, headers=dev)
+    assert linked.status_code == 200 and linked.get_json()["status"] == "tracked"
+    assert [t["ref"] for t in linked.get_json()["tickets"]] == ["lp:1400001"]
+
+    from importers.trackers import EvidenceRecord
+    from portal import db as dbmod
+    from portal.painpoints import refresh_all
+    from portal.tickets import store_tracker_items
+
+    with app.app_context(), dbmod.session_scope() as s:
+        store_tracker_items(s, [EvidenceRecord(
+            tracker="gerrit", ref="lp:1400001", kind="review", ident="gerrit:70001",
+            url="https://review.opendev.org/70001", summary="Fix router resync", date=datetime(2014, 6, 1),
+            merged=False, files=["neutron/agent/l3.py"])])
+        refresh_all(s)
+    assert client.get(f"/api/v1/painpoints/{pid}").get_json()["status"] == "fix_in_review"
+
+    log = tmp_path / "git.log"
+    log.write_text(gitlog("a" * 40, "Wed, 4 Jun 2014 10:00:00 +0000", "Resync routers after restart",
+                          "Closes-Bug: #1400001", ["neutron/agent/l3/agent.py"]), encoding="utf-8")
+    assert runner.invoke(args=["git", "import", str(log)]).exit_code == 0
+    assert client.get(f"/api/v1/painpoints/{pid}").get_json()["status"] == "fixed_untested"
+
+    log.write_text(gitlog("b" * 40, "Thu, 5 Jun 2014 10:00:00 +0000", "Test router resync",
+                          "Closes-Bug: #1400001", ["neutron/tests/unit/agent/l3/test_agent.py"]), encoding="utf-8")
+    assert runner.invoke(args=["git", "import", str(log)]).exit_code == 0
+    detail = client.get(f"/api/v1/painpoints/{pid}").get_json()
+    assert detail["status"] == "fixed_tested"
+    assert {e["ident"] for e in detail["evidence"]["commits"]} >= {"a" * 40, "b" * 40}
+
+    # Another operator hurts again in September, naming the same bug: a regression after the fix.
+    import_paths(mbox(tmp_path / "b.mbox", {"id": "b1@x", "date": "Mon, 1 Sep 2014 10:00:00 +0000",
+                                            "frm": "Kenji <kenji@hoster.example>",
+                                            "subject": "[Openstack-operators] routers gone again (bug #1400001)",
+                                            "body": "We hit bug #1400001 again after the Juno upgrade, routers "
+                                                    "broken and an outage for our customers."}))
+    detail = client.get(f"/api/v1/painpoints/{pid}").get_json()
+    assert detail["status"] == "regressed" and len(detail["reports"]) == 2 and detail["operators"] == 2
+    assert [r["joined"] for r in detail["reports"] if r["subject"].startswith("routers gone")] == ["ticket"]
+    changes = [(h["detail"]["from"], h["detail"]["to"]) for h in detail["history"] if h["action"] == "status"]
+    assert list(reversed(changes)) == [("untracked", "tracked"), ("tracked", "fix_in_review"),
+                                       ("fix_in_review", "fixed_untested"), ("fixed_untested", "fixed_tested"),
+                                       ("fixed_tested", "regressed")]
+    assert points(client, status="regressed")["total"] == 1 and points(client, status="untracked")["total"] == 0
+
+
+def gitlog(sha: str, date: str, subject: str, trailer: str, files: list[str]) -> str:
+    return "\n".join([f"commit {sha}", "Author:     Dev <dev@x.org>", f"AuthorDate: {date}",
+                      "Commit:     Dev <dev@x.org>", f"CommitDate: {date}", "", f"    {subject}", "",
+                      f"    {trailer}", "", *[f"3\t1\t{f}" for f in files], ""])
+
+
+def test_same_problem_joins_other_problems_start_their_own(client, import_paths, tmp_path):
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "q1@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] Quota usage drifts after resize",
+         "body": "After resizing instances the nova quota usage is higher than the real usage and tenants are "
+                 "blocked from booting. We reset the counters by hand every week in production."},
+        {"id": "q2@x", "date": "Tue, 13 May 2014 10:00:00 +0000", "frm": "Lars <lars@isp.example>",
+         "subject": "[Openstack-operators] Quota usage drift after resize",
+         "body": "Same here: after resizing instances the nova quota usage is higher than the real usage, "
+                 "tenants are blocked from booting and we reset the counters by hand in production."},
+        {"id": "v1@x", "date": "Wed, 14 May 2014 10:00:00 +0000", "frm": "Tim <tim@cern.example>",
+         "subject": "[Openstack-operators] Volumes stuck detaching with Ceph",
+         "body": "Cinder volumes are stuck in detaching when Ceph is slow; this blocks our users and the "
+                 "workaround is editing the database. LP #1500002"},
+        {"id": "v2@x", "date": "Thu, 15 May 2014 10:00:00 +0000", "frm": "Priya <priya@univ.example>",
+         "subject": "[Openstack-operators] detach hangs",
+         "body": "Detach hangs forever for us too, see LP #1500002; it is broken since Icehouse."},
+        {"id": "v3@x", "date": "Fri, 16 May 2014 10:00:00 +0000", "frm": "Joe <joe@cybera.example>",
+         "subject": "[Openstack-operators] Volumes stuck detaching with Ceph",
+         "body": "Cinder volumes are stuck in detaching when Ceph is slow; this blocks our users and the "
+                 "workaround is editing the database. LP #1500999"},
+    ))
+    items = points(client, sort="oldest")["items"]
+    by_title = {p["title"]: p for p in items}
+    quota = by_title["Quota usage drifts after resize"]
+    assert quota["reports"] == 2 and quota["operators"] == 2
+    volumes = [p for p in items if p["title"] == "Volumes stuck detaching with Ceph"]
+    # v2 shares the ticket; v3 reads the same but names another ticket: two problems until merged.
+    assert [(p["reports"], [t["ref"] for t in p["tickets"]]) for p in volumes] == [(2, ["lp:1500002"]),
+                                                                                   (1, ["lp:1500999"])]
+    assert len(items) == 3 and sorted(p["reports"] for p in items) == [1, 2, 2]
+    detail = client.get(f"/api/v1/painpoints/{quota['id']}").get_json()
+    assert {r["joined"] for r in detail["reports"]} == {"new", "similar"}
+    assert "quotas" in quota["components"]
+
+
+def test_merge_counts_people_once_and_undo_restores_both(client, import_paths, tmp_path, dev, operator):
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "a@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] Scheduler ignores aggregates", "body": "Instances land on the wrong "
+         "hosts since Juno; the scheduler is broken for our aggregates and we had an outage. LP #1600001"},
+        {"id": "b@x", "date": "Tue, 6 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] NoValidHost with free capacity", "body": "Boots fail with NoValidHost "
+         "although hosts are empty; broken in production for two days. LP #1600002"},
+    ))
+    first, second = sorted(points(client)["items"], key=lambda p: p["id"])
+    assert first["operators"] == second["operators"] == 1
+    for pid in (first["id"], second["id"]):  # the same operator says "affects me too" on both
+        assert client.post(f"/api/v1/painpoints/{pid}/vote", headers=operator).get_json()["changed"] is True
+    assert client.post(f"/api/v1/painpoints/{first['id']}/vote", headers=operator).get_json()["changed"] is False
+    before = client.get(f"/api/v1/painpoints/{second['id']}").get_json()["impact"]
+    assert before["operators"] == 2 and before["organisations"] == 1  # ana@ and ops@ share telco.example
+
+    merged = client.post(f"/api/v1/painpoints/{first['id']}/merge", json={"into": second["id"]}, headers=dev)
+    assert merged.status_code == 200
+    body = merged.get_json()
+    assert len(body["reports"]) == 2 and body["impact"]["operators"] == 2 and body["impact"]["votes"] == 0
+    assert sorted(t["ref"] for t in body["tickets"]) == ["lp:1600001", "lp:1600002"]
+    assert points(client)["total"] == 1
+    gone = client.get(f"/api/v1/painpoints/{first['id']}").get_json()
+    assert gone["merged_into"] == second["id"]
+
+    assert client.post(f"/api/v1/painpoints/events/{body['event']}/undo", headers=dev).status_code == 200
+    restored = {p["id"]: p for p in points(client)["items"]}
+    assert set(restored) == {first["id"], second["id"]}
+    assert restored[first["id"]]["reports"] == 1 and restored[second["id"]]["reports"] == 1
+    assert restored[first["id"]]["impact"]["operators"] == 2  # the vote came back with it
+    again = client.post(f"/api/v1/painpoints/events/{body['event']}/undo", headers=dev)
+    assert again.status_code == 422 and "undone already" in again.get_json()["errors"]["event"]
+    history = client.get(f"/api/v1/painpoints/{first['id']}").get_json()["history"]
+    mine = [h for h in history if h["action"] != "status"]
+    assert [h["action"] for h in mine][:2] == ["undo", "merge"] and mine[1]["undone"] is True
+
+
+def test_split_moves_threads_out_and_undo_brings_them_back(client, import_paths, tmp_path, dev):
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "a@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] Keystone slow", "body": "Token validation is broken slow with "
+         "LDAP, an outage for our dashboard. LP #1700001"},
+        {"id": "b@x", "date": "Tue, 6 May 2014 10:00:00 +0000", "frm": "Tim <tim@cern.example>",
+         "subject": "[Openstack-operators] Horizon timeouts", "body": "Our dashboard is broken with timeouts, "
+         "maybe LP #1700001 too, outage at peak hours."},
+    ))
+    (pp,) = points(client)["items"]
+    detail = client.get(f"/api/v1/painpoints/{pp['id']}").get_json()
+    horizon = [r["id"] for r in detail["reports"] if r["subject"] == "Horizon timeouts"]
+    everything = [r["id"] for r in detail["reports"]]
+    assert client.post(f"/api/v1/painpoints/{pp['id']}/split", json={"threads": everything},
+                       headers=dev).status_code == 422
+    made = client.post(f"/api/v1/painpoints/{pp['id']}/split", json={"threads": horizon}, headers=dev)
+    assert made.status_code == 201 and made.get_json()["title"] == "Horizon timeouts"
+    assert points(client)["total"] == 2
+    event = next(h for h in client.get(f"/api/v1/painpoints/{pp['id']}").get_json()["history"]
+                 if h["action"] == "split")
+    client.post(f"/api/v1/painpoints/events/{event['id']}/undo", headers=dev)
+    assert [p["reports"] for p in points(client)["items"]] == [2]
+    # A later grouping run leaves a developer's split alone: the threads stay where they are put.
+    made = client.post(f"/api/v1/painpoints/{pp['id']}/split", json={"threads": horizon}, headers=dev).get_json()
+    import_paths(tmp_path / "m.mbox")
+    assert sorted(p["reports"] for p in points(client)["items"]) == [1, 1]
+
+
+def test_triage_actions_need_a_developer_and_check_their_input(client, import_paths, tmp_path, dev, operator):
+    import_paths(mbox(tmp_path / "m.mbox", {"id": "a@x", "date": "Mon, 5 May 2014 10:00:00 +0000",
+                                            "frm": "Ana <ana@telco.example>",
+                                            "subject": "[Openstack-operators] Cells broken",
+                                            "body": "Cells v2 is broken after the upgrade, an outage."}))
+    (pp,) = points(client)["items"]
+    url = f"/api/v1/painpoints/{pp['id']}"
+    assert client.post(f"{url}/tickets", json={"link": "lp:1"}).status_code == 401
+    assert client.post(f"{url}/tickets", json={"link": "lp:1"}, headers=operator).status_code == 403
+    assert client.post(f"{url}/merge", json={"into": pp["id"]}, headers=operator).status_code == 403
+    assert client.post(f"{url}/vote").status_code == 401
+    bad = client.post(f"{url}/tickets", json={"link": "not a ticket"}, headers=dev)
+    assert bad.status_code == 422 and "ref" in bad.get_json()["errors"]
+    assert client.post(f"{url}/tickets", json={}, headers=dev).status_code == 422
+    assert client.post(f"{url}/merge", json={"into": pp["id"]}, headers=dev).status_code == 422
+    assert client.post(f"{url}/merge", json={"into": "2"}, headers=dev).status_code == 422
+    assert client.post(f"{url}/merge", json={"into": 999}, headers=dev).get_json()["errors"] == {
+        "into": "no pain point 999"}
+    assert client.post("/api/v1/painpoints/999/merge", json={"into": 1}, headers=dev).status_code == 404
+    assert client.post(f"{url}/tests", json={"url": "javascript:alert(1)"}, headers=dev).status_code == 422
+    assert client.patch(f"{url}/components", json={"confirm": ["nope"]}, headers=dev).status_code == 422
+    assert client.post(f"{url}/split", data="x", headers=dev).status_code == 422
+
+    assert client.patch(f"{url}/components", json={"confirm": ["upgrades"], "reject": ["cells"]},
+                        headers=dev).get_json()["components"] == ["upgrades"]
+    assert points(client, component="upgrades")["total"] == 1 and points(client, component="cells")["total"] == 0
+    tested = client.post(f"{url}/tests", json={"url": "https://review.opendev.org/c/openstack/nova/+/80001",
+                                               "note": "functional test"}, headers=dev)
+    assert tested.status_code == 201 and tested.get_json()["status"] == "untracked"  # a test is not a ticket
+    client.post(f"{url}/tickets", json={"link": "lp:1800001"}, headers=dev)
+    unlinked = client.post(f"{url}/tickets", json={"unlink": "lp:1800001"}, headers=dev).get_json()
+    assert unlinked["tickets"] == [] and unlinked["status"] == "untracked"
+    actions = [h["action"] for h in client.get(url).get_json()["history"]]
+    assert {"link", "unlink", "tested", "component_confirmed", "component_rejected"} <= set(actions)
+
+
+def test_list_parameters_are_checked(client):
+    assert client.get("/api/v1/painpoints?status=done").status_code == 400
+    assert client.get("/api/v1/painpoints?sort=random").status_code == 400
+    assert client.get("/api/v1/painpoints?cycle=nope").get_json()["errors"] == {"cycle": "no cycle named nope"}
+    assert client.get("/api/v1/painpoints?cycle=juno").get_json()["total"] == 0
+    assert client.get("/api/v1/painpoints/5").status_code == 404
+    assert any(c["name"] == "juno" for c in client.get("/api/v1/cycles").get_json()["items"])
+
+
+def test_cycles_filter_and_coverage(client, runner, import_paths, tmp_path, dev):
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "a@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] Routers broken", "body": "Routers broken after upgrade, outage."},
+        {"id": "b@x", "date": "Mon, 5 Jan 2015 10:00:00 +0000", "frm": "Tim <tim@cern.example>",
+         "subject": "[Openstack-operators] Quota drift", "body": "Quota usage broken, tenants blocked. LP #1900001"},
+    ))
+    juno, kilo = points(client, cycle="juno"), points(client, cycle="kilo")
+    assert juno["total"] == 1 and juno["coverage"]["rate"] == 0.0
+    assert kilo["total"] == 1 and kilo["coverage"]["rate"] == 1.0
+    assert client.get("/api/v1/coverage").get_json()["rate"] == 0.5
+    out = runner.invoke(args=["cycles", "add", "k2", "--start", "2014-12-01", "--end", "2015-02-01"])
+    assert out.exit_code == 0
+    assert points(client, cycle="k2")["total"] == 1
+    bad = runner.invoke(args=["cycles", "add", "bad", "--start", "2015-02-01", "--end", "2015-01-01"])
+    assert bad.exit_code != 0 and "not after its start" in bad.output
+    listed = runner.invoke(args=["painpoints", "list", "--cycle", "juno"])
+    assert "coverage 0%" in listed.output and "Routers broken" in listed.output
+
+
+def test_similar_offers_pain_points_to_say_affects_me_too(client, import_paths, tmp_path):
+    import_paths(mbox(tmp_path / "m.mbox", {"id": "a@x", "date": "Mon, 5 May 2014 10:00:00 +0000",
+                                            "frm": "Ana <ana@telco.example>",
+                                            "subject": "[Openstack-operators] Volumes stuck detaching with Ceph",
+                                            "body": "Cinder volumes stuck in detaching, broken, outage."},
+                      {"id": "b@x", "date": "Mon, 5 May 2014 11:00:00 +0000", "frm": "Dev <d@x.org>",
+                       "subject": "[openstack-dev] Proposal: new API for volume types",
+                       "body": "I'd like to propose a spec for volume types.", "list": "openstack-dev"}))
+    items = client.get("/api/v1/similar", query_string={"text": "volumes stuck detaching on ceph"}).get_json()["items"]
+    assert items[0]["kind"] == "painpoint" and items[0]["title"] == "Volumes stuck detaching with Ceph"
+    assert items[1]["kind"] == "thread"
+    only = client.get("/api/v1/similar", query_string={"text": "volumes detaching", "kind": "painpoint"}).get_json()
+    assert {i["kind"] for i in only["items"]} == {"painpoint"}
+    assert client.get("/api/v1/similar?text=x&kind=ticket").status_code == 400
