@@ -138,18 +138,20 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
     if threshold is None:
         threshold = _taxonomy().pain.threshold
     result = GroupResult()
-    pain_ids = set(session.execute(painful_threads(threshold)).scalars())
-    members = {m.thread_id: m for m in session.execute(select(PainPointMember)).scalars()}
+    # Sets of ids stay in SQL (subqueries): an archive can bring more pain threads than a
+    # database takes bound parameters.
+    pain = painful_threads(threshold)
     touched: set[int] = set()
-    for tid, m in list(members.items()):
-        if tid not in pain_ids and m.how != "manual":
-            touched.add(m.pain_point_id)
-            session.delete(m)
-            del members[tid]
-            result.left += 1
-    new_ids = [tid for (tid,) in session.execute(
-        select(Thread.id).where(Thread.id.in_(pain_ids - set(members)))
-        .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id))] if pain_ids - set(members) else []
+    for m in session.execute(select(PainPointMember).where(PainPointMember.thread_id.not_in(pain),
+                                                           PainPointMember.how != "manual")).scalars():
+        touched.add(m.pain_point_id)
+        session.delete(m)
+        result.left += 1
+    session.flush()
+    members = {m.thread_id: m for m in session.execute(select(PainPointMember)).scalars()}
+    new_ids = list(session.execute(
+        select(Thread.id).where(Thread.id.in_(pain), Thread.id.not_in(select(PainPointMember.thread_id)))
+        .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)).scalars())
     if new_ids:
         assigned = list(members)
         docs = thread_docs(session, assigned + new_ids)
@@ -161,8 +163,12 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
             point_of[tid] = members[tid].pain_point_id
             if tid in pos:
                 placed[pos[tid]] = True
-        refs = thread_refs(session, assigned + new_ids)
-        comps = {tid: {c["name"] for c in cs} for tid, cs in thread_components(session, assigned + new_ids).items()}
+        refs: dict[int, list[str]] = {}
+        comps: dict[int, set[str]] = {}
+        everything = assigned + new_ids
+        for chunk in (everything[i:i + 500] for i in range(0, len(everything), 500)):
+            refs.update(thread_refs(session, chunk))
+            comps.update({tid: {c["name"] for c in cs} for tid, cs in thread_components(session, chunk).items()})
         unlinked = _unlinked(session)
         ref_point: dict[str, int] = {}
         point_refs: dict[int, set[str]] = {}
@@ -174,8 +180,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                                      .where(PainPointTicket.state == "linked")):
             ref_point.setdefault(r, pp)
             point_refs.setdefault(pp, set()).add(r)
-        subjects: dict[int, str] = dict(session.execute(select(Thread.id, Thread.subject)
-                                                        .where(Thread.id.in_(new_ids))).all())
+        subjects = {int(d.id): d.title for d in docs}
         for tid in new_ids:
             target, how, score = None, "new", 0.0
             for r in refs.get(tid, []):
@@ -184,7 +189,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                     break
             if target is None and tid in pos and placed.any():
                 i = pos[tid]
-                titles = index.title_cosine(docs[i].title)
+                titles = index.title_cosine_of(i)
                 words = index.word_cosine(i)
                 ok = placed & (((titles >= JOIN_TITLE) & (words >= JOIN_WORDS)) | (words >= JOIN_SAME_TEXT))
                 for j in np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]:
@@ -261,13 +266,14 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> 
         facts.threads.setdefault(pp, []).append(tid)
     all_threads = [t for ts in facts.threads.values() for t in ts]
     owner = {t: pp for pp, ts in facts.threads.items() for t in ts}
+    # The threads as a subquery, and lists in chunks: a few pain points can hold many threads.
+    member_threads = select(PainPointMember.thread_id).where(PainPointMember.pain_point_id.in_(ids))
     facts.thread_dates = {tid: (a, b) for tid, a, b in session.execute(
-        select(Thread.id, Thread.first_date, Thread.last_date).where(Thread.id.in_(all_threads)))} \
-        if all_threads else {}
+        select(Thread.id, Thread.first_date, Thread.last_date).where(Thread.id.in_(member_threads)))}
     for tid, email, name, role, text in session.execute(
             select(Message.thread_id, Person.email, Person.name, Person.role, Message.new_text)
             .join(Person, Person.id == Message.person_id, isouter=True)
-            .where(Message.thread_id.in_(all_threads))) if all_threads else []:
+            .where(Message.thread_id.in_(member_threads))):
         pp = owner[tid]
         if role == "operator":
             facts.operators.setdefault(pp, {})[_person_key(email, name or "")] = email or ""
@@ -276,7 +282,11 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> 
             select(PainPointVote.pain_point_id, User.email, User.role).join(User, User.id == PainPointVote.user_id)
             .where(PainPointVote.pain_point_id.in_(ids))):
         facts.voters.setdefault(pp, []).append((email, role))
-    by_thread = thread_refs(session, all_threads)
+    by_thread: dict[int, list[str]] = {}
+    pains: dict[int, dict[str, Any]] = {}
+    for chunk in (all_threads[i:i + 500] for i in range(0, len(all_threads), 500)):
+        by_thread.update(thread_refs(session, chunk))
+        pains.update(thread_pain(session, chunk))
     manual: dict[int, dict[str, str]] = {}
     for pp, ref, state in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref,
                                                  PainPointTicket.state).where(PainPointTicket.pain_point_id.in_(ids))):
@@ -287,24 +297,27 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> 
             refs += [r for r in by_thread.get(tid, []) if r not in refs]
         refs += [r for r, state in manual.get(pp, {}).items() if state == "linked" and r not in refs]
         facts.refs[pp] = [r for r in refs if manual.get(pp, {}).get(r) != "unlinked"]
-    wanted = {r for rs in facts.refs.values() for r in rs}
-    if wanted:
-        facts.tickets = {t.ref: t for t in session.execute(select(Ticket).where(Ticket.ref.in_(wanted))).scalars()}
+    wanted = sorted({r for rs in facts.refs.values() for r in rs})
+    for some_refs in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
+        facts.tickets.update({t.ref: t for t in session.execute(
+            select(Ticket).where(Ticket.ref.in_(some_refs))).scalars()})
+    if facts.tickets:
         dates: dict[int, datetime] = {}
-        for tid, when in session.execute(
-                select(TicketEvidence.ticket_id, func.max(TicketEvidence.date))
-                .where(TicketEvidence.ticket_id.in_([t.id for t in facts.tickets.values()]),
-                       TicketEvidence.kind.in_(("fix", "review")), TicketEvidence.merged.is_(True))
-                .group_by(TicketEvidence.ticket_id)):
-            if when is not None:
-                dates[tid] = when
+        ticket_ids = sorted(t.id or 0 for t in facts.tickets.values())
+        for some_ids in (ticket_ids[i:i + 500] for i in range(0, len(ticket_ids), 500)):
+            for tid, when in session.execute(
+                    select(TicketEvidence.ticket_id, func.max(TicketEvidence.date))
+                    .where(TicketEvidence.ticket_id.in_(some_ids), TicketEvidence.kind.in_(("fix", "review")),
+                           TicketEvidence.merged.is_(True))
+                    .group_by(TicketEvidence.ticket_id)):
+                if when is not None:
+                    dates[tid] = when
         for ref, t in facts.tickets.items():
             facts.fix_dates[ref] = dates.get(t.id or 0) or (t.updated_at if t.fix_state in ("merged", "released")
                                                              else None)
     for pp, at in session.execute(select(PainPointTest.pain_point_id, PainPointTest.at)
                                   .where(PainPointTest.pain_point_id.in_(ids))):
         facts.tests.setdefault(pp, []).append(at)
-    pains = thread_pain(session, all_threads)
     for pp, ts in facts.threads.items():
         reasons = " ".join(r for t in ts for r in pains.get(t, {}).get("reasons", [])).casefold()
         facts.severity[pp] = ("critical" if any(f"'{w}'" in reasons for w in _CRITICAL)
@@ -544,7 +557,8 @@ def painpoint_detail(session: Session, pp_id: int) -> dict[str, Any] | None:
     if point is None:
         return None
     if point.merged_into_id is not None:
-        return {"id": pp_id, "merged_into": point.merged_into_id, "title": point.title}
+        return {"id": pp_id, "merged_into": point.merged_into_id, "title": point.title,
+                "history": _history(session, pp_id)}
     data = summaries(session, [point])[0]
     members = {m.thread_id: m for m in session.execute(
         select(PainPointMember).where(PainPointMember.pain_point_id == pp_id)).scalars()}
@@ -563,14 +577,18 @@ def painpoint_detail(session: Session, pp_id: int) -> dict[str, Any] | None:
                         .where(Ticket.ref.in_([t["ref"] for t in data["tickets"]]))
                         .order_by(TicketEvidence.date.desc().nulls_last()))],
     }
-    data["history"] = [{"id": e.id, "at": iso(e.at), "by": e.by, "action": e.action,
-                        "detail": json.loads(e.detail or "{}"), "undone": e.undone_at is not None}
-                       for e in session.execute(select(AuditEvent).where(
-                           AuditEvent.target_kind == "pain_point", AuditEvent.target_id == pp_id)
-                           .order_by(AuditEvent.id.desc()).limit(50)).scalars()]
+    data["history"] = _history(session, pp_id)
     data["merged_from"] = list(session.execute(select(PainPoint.id).where(PainPoint.merged_into_id == pp_id))
                                .scalars())
     return data
+
+
+def _history(session: Session, pp_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    return [{"id": e.id, "at": iso(e.at), "by": e.by, "action": e.action, "detail": json.loads(e.detail or "{}"),
+             "undone": e.undone_at is not None}
+            for e in session.execute(select(AuditEvent).where(
+                AuditEvent.target_kind == "pain_point", AuditEvent.target_id == pp_id)
+                .order_by(AuditEvent.id.desc()).limit(limit)).scalars()]
 
 
 def coverage(session: Session, cycle: CycleSpan | None) -> dict[str, Any]:
@@ -785,3 +803,19 @@ def undo(session: Session, event_id: int, by: str) -> AuditEvent:
     return redo
 
 
+
+
+def similar_painpoints(session: Session, url: str, pp_id: int, k: int = 5) -> list[dict[str, Any]]:
+    """Other pain points most like this one (candidates to merge), by its title and first report."""
+    from .similar import similar_items, thread_docs
+
+    point = session.get(PainPoint, pp_id)
+    if point is None:
+        return []
+    first = session.execute(select(PainPointMember.thread_id).join(Thread, Thread.id == PainPointMember.thread_id)
+                            .where(PainPointMember.pain_point_id == pp_id)
+                            .order_by(Thread.first_date.is_(None), Thread.first_date)).scalars().first()
+    docs = thread_docs(session, [first]) if first is not None else []
+    text = docs[0].text if docs else point.title
+    found = similar_items(session, url, text, title=point.title, k=k + 1, kind="painpoint")
+    return [f for f in found if f["id"] != pp_id][:k]

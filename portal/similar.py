@@ -70,7 +70,8 @@ class SimilarityIndex:
         norm = k1 * (1 - b + b * lengths[rows] / avg)
         data = tf.data * (k1 + 1) / (tf.data + norm)
         self.matrix = sparse.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
-        self._normed: sparse.csr_matrix | None = None
+        self._normed: tuple[sparse.csr_matrix, sparse.csc_matrix] | None = None
+        self._title_rows: sparse.csr_matrix | None = None
         self.titles = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, max_df=max_df,
                                       dtype=np.float32)
         titled = [normalize_subject(d.title) for d in self.docs]
@@ -87,7 +88,10 @@ class SimilarityIndex:
         return np.asarray(self.matrix[:, q.indices] @ self.idf[q.indices]).ravel()
 
     def word_cosine(self, i: int) -> np.ndarray:
-        """Cosine of document i's BM25-weighted words with every document's (1.0 with itself)."""
+        """Cosine of document i's BM25-weighted words with every document's (1.0 with itself).
+
+        Only the columns of i's words are read, so the cost follows their postings, not the
+        size of the collection."""
         if self._normed is None:
             from sklearn.preprocessing import normalize
 
@@ -95,8 +99,24 @@ class SimilarityIndex:
             # nothing, so in a small collection two near-identical reports would look unrelated.
             n = len(self.docs)
             smooth = (np.log((1 + n) / (1 + self.df)) + 1).astype(np.float32)
-            self._normed = normalize(self.matrix.multiply(smooth[None, :]).tocsr())
-        return np.asarray((self._normed @ self._normed[i].T).todense()).ravel()
+            rows = normalize(self.matrix.multiply(smooth[None, :]).tocsr())
+            self._normed = (rows, rows.tocsc())
+        rows, cols = self._normed
+        row = rows[i]
+        if row.nnz == 0:
+            return np.zeros(len(self.docs), dtype=np.float32)
+        return np.asarray(cols[:, row.indices] @ row.data).ravel()
+
+    def title_cosine_of(self, i: int) -> np.ndarray:
+        """Cosine of document i's title n-grams with every document's title (no re-tokenising)."""
+        if self.title_matrix is None:
+            return np.zeros(len(self.docs), dtype=np.float32)
+        if self._title_rows is None:
+            self._title_rows = self.title_matrix.tocsr()
+        row = self._title_rows[i]
+        if row.nnz == 0:
+            return np.zeros(len(self.docs), dtype=np.float32)
+        return np.asarray(self.title_matrix[:, row.indices] @ row.data).ravel()
 
     def title_cosine(self, title: str) -> np.ndarray:
         """Cosine of the title's character n-grams with every document's title."""
@@ -217,3 +237,36 @@ def similar_items(session: object, url: str, text: str, *, title: str | None = N
         if kind != "painpoint":
             items.append({"kind": doc.kind, "id": doc.id, "title": doc.title, "score": round(score, 4)})
     return items[:k]
+
+
+def duplicate_recall(folder: object, project: str, k: int = 10) -> dict[str, float]:
+    """Similar-report retrieval on one project of a Jira duplicate set (`PROJECT-issues.jsonl.gz`,
+    `PROJECT-duplicate_pairs.json`): for each pair the newer issue queries every issue filed
+    before it, and a hit is the older one among the top k. Unsupervised: nothing is fitted on
+    the pairs."""
+    import gzip
+    import json
+    import time
+    from pathlib import Path
+
+    base = Path(str(folder))
+    issues = [json.loads(x) for x in gzip.open(base / f"{project}-issues.jsonl.gz")]
+    pairs = json.loads((base / f"{project}-duplicate_pairs.json").read_text())
+    by_key = {i["key"]: i for i in issues}
+    index = SimilarityIndex([Doc("ticket", i["key"], i.get("summary") or "", i.get("description") or "")
+                             for i in issues])
+    created = np.array([i.get("created") or "" for i in issues])
+    hits = total = 0
+    times = []
+    for a, b in pairs:
+        if a not in by_key or b not in by_key:
+            continue
+        new, old = sorted((by_key[a], by_key[b]), key=lambda i: i.get("created") or "", reverse=True)
+        start = time.perf_counter()
+        found = index.query(f"{new.get('summary') or ''}\n{new.get('description') or ''}", k,
+                            exclude={new["key"]}, allowed=created < (new.get("created") or ""))
+        times.append(time.perf_counter() - start)
+        total += 1
+        hits += any(d.id == old["key"] for d, _s in found)
+    return {"pairs": total, "hits": hits, f"recall_at_{k}": round(hits / total, 4) if total else 0.0,
+            "query_ms_p50": round(1000 * float(np.median(times)), 2) if times else 0.0}

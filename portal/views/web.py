@@ -1,4 +1,4 @@
-"""HTML pages: the thread list and the thread page."""
+"""HTML pages: threads, components, pain points and the developers' triage queue."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from sqlalchemy import func, select
 
 from ..auth import current_user, read_allowed, user_for_token
 from ..classify import load_taxonomy
@@ -143,3 +144,181 @@ def components() -> Any:
 @bp.get("/healthz")
 def healthz() -> Any:
     return {"status": "ok"}
+
+
+# --- pain points -------------------------------------------------------------------------------
+
+
+def _pain_filters() -> tuple[dict[str, str], dict[str, str], Any]:
+    """The list filters from the query string, each checked; errors stand beside their field."""
+    from ..cycles import all_cycles, find
+    from ..models import PAIN_STATUSES
+    from ..painpoints import SORTS
+
+    args = request.args
+    values = {k: args.get(k, "") for k in ("component", "status", "cycle", "sort")}
+    errors: dict[str, str] = {}
+    if values["status"] and values["status"] not in PAIN_STATUSES:
+        errors["status"] = f"one of {', '.join(PAIN_STATUSES)}"
+    if values["sort"] and values["sort"] not in SORTS:
+        errors["sort"] = f"one of {', '.join(SORTS)}"
+    cycle = None
+    if values["cycle"]:
+        cycle = find(all_cycles(db()), values["cycle"])
+        if cycle is None:
+            errors["cycle"] = f"no cycle named {values['cycle']}"
+    return values, errors, cycle
+
+
+def _painpoint_page(template: str, *, default_sort: str, default_cycle: Any = None) -> Any:
+    from ..cycles import all_cycles
+    from ..models import PAIN_STATUSES
+    from ..painpoints import coverage, list_painpoints
+
+    values, errors, cycle = _pain_filters()
+    if not values["cycle"] and default_cycle is not None:
+        cycle, values["cycle"] = default_cycle, default_cycle.name
+    try:
+        page = parse_int("page", request.args.get("page"), 1, 1, 10**6)
+    except BadParameter:
+        page = 1
+    page_size = current_app.config["PAGE_SIZE"]
+    total, items = list_painpoints(db(), component=values["component"] or None,
+                                   status=None if "status" in errors else values["status"] or None, cycle=cycle,
+                                   sort=values["sort"] if values["sort"] and "sort" not in errors else default_sort,
+                                   limit=page_size, offset=(page - 1) * page_size)
+    cover = coverage(db(), cycle)
+    return render_template(template, items=items, total=total, page=page,
+                           pages=max(1, (total + page_size - 1) // page_size), values=values, errors=errors,
+                           coverage=cover, bar=status_bar(cover["by_status"]), statuses=PAIN_STATUSES,
+                           cycles=all_cycles(db()), components=_taxonomy_names(), user=current_user())
+
+
+def status_bar(by_status: dict[str, int], width: int = 480, height: int = 18) -> list[dict[str, Any]]:
+    """Segments of a stacked bar of pain points per status (drawn as SVG, no script)."""
+    total = sum(by_status.values())
+    x, out = 0.0, []
+    for status, n in by_status.items():
+        if not n:
+            continue
+        w = width * n / total
+        out.append({"status": status, "n": n, "x": round(x, 1), "w": round(w, 1), "h": height})
+        x += w
+    return out
+
+
+@bp.get("/painpoints")
+def painpoints() -> Any:
+    """Pain points, highest impact first, with the coverage rate of the chosen cycle."""
+    return _painpoint_page("painpoints/index.html", default_sort="impact")
+
+
+@bp.get("/triage")
+def triage() -> Any:
+    """Developers' queue: unlinked and unclassified pain first, coverage of the cycle on top."""
+    from ..cycles import all_cycles, cycle_at
+    from ..models import PainPoint
+
+    user = current_user()
+    if user is None:
+        return redirect(url_for("web.signin", next=request.full_path))
+    if user.role not in ("developer", "admin"):
+        abort(403)
+    latest = db().execute(select(func.max(PainPoint.last_reported))).scalar()
+    default = cycle_at(all_cycles(db()), latest) if latest else None  # the cycle the newest pain falls in
+    return _painpoint_page("painpoints/triage.html", default_sort="triage", default_cycle=default)
+
+
+def _painpoint_detail_page(pp_id: int, errors: dict[str, str] | None = None, status: int = 200) -> Any:
+    from ..painpoints import painpoint_detail, similar_painpoints
+
+    data = painpoint_detail(db(), pp_id)
+    if data is None:
+        abort(404)
+    if data.get("merged_into"):
+        return redirect(url_for("web.painpoint", pp_id=data["merged_into"]))
+    user = current_user()
+    voted = False
+    if user is not None:
+        from ..models import PainPointVote
+
+        voted = db().execute(select(PainPointVote.id).where(PainPointVote.pain_point_id == pp_id,
+                                                            PainPointVote.user_id == user.id)).first() is not None
+    return render_template("painpoints/detail.html", p=data, user=user, voted=voted, errors=errors or {},
+                           components=_taxonomy_names(),
+                           similar=similar_painpoints(db(), current_app.config["SQLALCHEMY_URL"], pp_id)), status
+
+
+@bp.get("/painpoints/<int:pp_id>")
+def painpoint(pp_id: int) -> Any:
+    return _painpoint_detail_page(pp_id)
+
+
+@bp.post("/painpoints/<int:pp_id>/vote")
+def painpoint_vote(pp_id: int) -> Any:
+    """"Affects me too" from any signed-in user (pressing again takes it back)."""
+    from ..painpoints import PainPointError, vote
+
+    user = current_user()
+    if user is None:
+        return redirect(url_for("web.signin", next=url_for("web.painpoint", pp_id=pp_id)))
+    try:
+        on = request.form.get("vote") != "off"
+        vote(db(), pp_id, user, on=on)
+    except PainPointError:
+        abort(404)
+    db().commit()
+    flash("Counted: this affects you too." if on else "Taken back.")
+    return redirect(url_for("web.painpoint", pp_id=pp_id))
+
+
+@bp.post("/painpoints/<int:pp_id>/triage")
+def painpoint_triage(pp_id: int) -> Any:
+    """Developers' actions on a pain point, one form each, all audited."""
+    from .. import painpoints as pain
+
+    user = current_user()
+    if user is None:
+        return redirect(url_for("web.signin", next=url_for("web.painpoint", pp_id=pp_id)))
+    if user.role not in ("developer", "admin"):
+        abort(403)
+    if pain.painpoint_detail(db(), pp_id) is None:
+        abort(404)
+    form = request.form
+    action = form.get("action", "")
+    target = pp_id
+    try:
+        if action in ("link", "unlink"):
+            ref = pain.link_ticket(db(), pp_id, form.get("ref", ""), user.email, linked=action == "link")
+            message = f"{ref} {'linked' if action == 'link' else 'unlinked'}."
+        elif action == "components":
+            pain.set_components(db(), pp_id, set(_taxonomy_names()), user.email,
+                                confirm=[c for c in [form.get("confirm", "")] if c],
+                                reject=form.getlist("reject"))
+            pain.refresh(db(), [pp_id])
+            message = "Components updated."
+        elif action == "tested":
+            pain.mark_tested(db(), pp_id, form.get("url", ""), user.email, form.get("note", ""))
+            message = "Marked as covered by a test."
+        elif action == "merge":
+            raw = form.get("into", "").strip().lstrip("#")
+            if not raw.isdigit():
+                raise pain.PainPointError("into", "the number of the pain point to merge into")
+            event = pain.merge(db(), pp_id, int(raw), user.email)
+            target, message = int(raw), f"Merged #{pp_id} here (undo from the history below, event {event.id})."
+        elif action == "split":
+            threads = [int(t) for t in form.getlist("threads") if t.isdigit()]
+            point = pain.split(db(), pp_id, threads, user.email, form.get("title") or None)
+            target, message = point.id or pp_id, f"Split from #{pp_id}."
+        elif action == "undo":
+            raw = form.get("event", "")
+            pain.undo(db(), int(raw) if raw.isdigit() else 0, user.email)
+            message = "Undone."
+        else:
+            raise pain.PainPointError("action", "unknown action")
+    except pain.PainPointError as exc:
+        db().rollback()
+        return _painpoint_detail_page(pp_id, {exc.field: exc.message}, 422)
+    db().commit()
+    flash(message)
+    return redirect(url_for("web.painpoint", pp_id=target))

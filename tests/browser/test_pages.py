@@ -129,3 +129,33 @@ def test_developer_signs_in_and_confirms_a_component(server, page, runner):
     expect(page.locator(".facts .badge.comp").first).to_contain_text("ci-testing")
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "thread-corrected-phone.png"), full_page=False)
+
+
+def test_developer_triages_a_pain_point_on_a_phone(server, page, runner):
+    runner.invoke(args=["users", "create", "--email", "dev@x.org", "--role", "developer"])
+    token = runner.invoke(args=["tokens", "create", "--email", "dev@x.org"]).output.strip().splitlines()[-1]
+    from playwright.sync_api import expect
+
+    page.goto(server + "/signin")
+    page.fill("input[name=token]", token)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Triage").click()
+    page.wait_for_url("**/triage**")
+    expect(page.locator(".coverage .rate")).to_contain_text("linked to a ticket")
+    assert _fits_phone(page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "triage-phone.png"), full_page=True)
+    page.get_by_role("link", name="Blameless post mortem").click()
+    page.wait_for_url("**/painpoints/*")
+    page.fill("input[name=ref]", "not a ticket")
+    page.get_by_role("button", name="Link", exact=True).click()
+    expect(page.locator("#ref-error")).to_contain_text("ticket reference")
+    page.fill("input[name=ref]", "https://progress.opensuse.org/issues/170209")
+    page.get_by_role("button", name="Link", exact=True).click()
+    expect(page.locator(".flash")).to_contain_text("redmine:170209 linked")
+    expect(page.locator(".badge.status-tracked").first).to_be_visible()
+    page.get_by_role("button", name="Affects me too").click()
+    expect(page.get_by_role("button", name="✓ Affects me too")).to_be_visible()
+    assert _fits_phone(page)
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    page.screenshot(path=str(ARTIFACTS / "painpoint-phone.png"), full_page=True)

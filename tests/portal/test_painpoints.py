@@ -312,3 +312,67 @@ def test_similar_offers_pain_points_to_say_affects_me_too(client, import_paths, 
     only = client.get("/api/v1/similar", query_string={"text": "volumes detaching", "kind": "painpoint"}).get_json()
     assert {i["kind"] for i in only["items"]} == {"painpoint"}
     assert client.get("/api/v1/similar?text=x&kind=ticket").status_code == 400
+
+
+def _csrf(html: str) -> str:
+    import re
+
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def _sign_in(app, client, headers) -> str:
+    app.config["WTF_CSRF_ENABLED"] = True
+    client.post("/signin", data={"token": headers["Authorization"][7:],
+                                 "csrf_token": _csrf(client.get("/signin").get_data(as_text=True))})
+    return _csrf(client.get("/painpoints").get_data(as_text=True))
+
+
+def test_pages_list_triage_and_act_on_pain_points(app, client, import_paths, tmp_path, dev, operator):
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "a@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] <script>alert(1)</script> routers broken",
+         "body": "Routers broken after upgrade to Juno, outage."},
+        {"id": "b@x", "date": "Mon, 5 Jan 2015 10:00:00 +0000", "frm": "Tim <tim@cern.example>",
+         "subject": "[Openstack-operators] Quota drift", "body": "Quota usage broken, tenants blocked. LP #1900001"},
+    ))
+    listing = client.get("/painpoints").get_data(as_text=True)
+    assert "Quota drift" in listing and "<script>alert(1)</script>" not in listing and "&lt;script&gt;" in listing
+    assert "50%" in listing and 'class="statusbar"' in listing
+    assert 'id="status-error"' in client.get("/painpoints?status=nope").get_data(as_text=True)
+    assert client.get("/triage").status_code == 302  # sign in first
+    ids = sorted(p["id"] for p in points(client)["items"])
+    quota, routers = ids[1], ids[0]
+
+    csrf = _sign_in(app, client, operator)
+    assert client.get("/triage").status_code == 403
+    assert client.post(f"/painpoints/{quota}/triage", data={"action": "link", "ref": "lp:1",
+                                                            "csrf_token": csrf}).status_code == 403
+    assert client.post(f"/painpoints/{quota}/vote", data={"csrf_token": csrf}).status_code == 302
+    assert "✓ Affects me too" in client.get(f"/painpoints/{quota}").get_data(as_text=True)
+    assert client.post(f"/painpoints/{quota}/vote", data={"vote": "on"}).status_code == 400  # no CSRF token
+    client.post("/signout", data={"csrf_token": csrf})
+
+    csrf = _sign_in(app, client, dev)
+    triage = client.get("/triage").get_data(as_text=True)
+    # The newest pain is in Kilo, so the queue opens on Kilo; untracked pain comes first.
+    assert 'value="kilo" selected' in triage
+    juno = client.get("/triage?cycle=juno").get_data(as_text=True)
+    assert "routers broken" in juno and "Quota drift" not in juno
+    bad = client.post(f"/painpoints/{routers}/triage", data={"action": "link", "ref": "soon", "csrf_token": csrf})
+    assert bad.status_code == 422 and 'id="ref-error"' in bad.get_data(as_text=True)
+    ok = client.post(f"/painpoints/{routers}/triage", data={"action": "link", "ref": "lp:1900002",
+                                                            "csrf_token": csrf})
+    assert ok.status_code == 302 and client.get(f"/api/v1/painpoints/{routers}").get_json()["status"] == "tracked"
+    bad = client.post(f"/painpoints/{routers}/triage", data={"action": "tested", "url": "ftp://x",
+                                                             "csrf_token": csrf})
+    assert bad.status_code == 422 and 'id="url-error"' in bad.get_data(as_text=True)
+    merged = client.post(f"/painpoints/{routers}/triage", data={"action": "merge", "into": str(quota),
+                                                                "csrf_token": csrf})
+    assert merged.headers["Location"].endswith(f"/painpoints/{quota}")
+    assert client.get(f"/painpoints/{routers}").headers["Location"].endswith(f"/painpoints/{quota}")
+    page = client.get(f"/painpoints/{quota}").get_data(as_text=True)
+    assert "Reports <span class=\"count\">2</span>" in page and "undo" in page
+    event = next(h for h in client.get(f"/api/v1/painpoints/{routers}").get_json()["history"] if h["action"] == "merge")
+    client.post(f"/painpoints/{quota}/triage", data={"action": "undo", "event": str(event["id"]), "csrf_token": csrf})
+    assert points(client)["total"] == 2

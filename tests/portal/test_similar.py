@@ -1,11 +1,9 @@
 """Similar-report retrieval (groundwork for pain points)."""
 
-import gzip
-import json
 
 import numpy as np
 
-from portal.similar import Doc, SimilarityIndex
+from portal.similar import Doc, SimilarityIndex, duplicate_recall
 
 
 def test_bm25_finds_the_same_problem_and_respects_filters():
@@ -24,20 +22,12 @@ def test_bm25_finds_the_same_problem_and_respects_filters():
 
 
 def test_known_duplicates_rank_high_on_real_jira_issues(shared):
+    """Issue 4's acceptance: the known duplicate is in the top 10 for at least 65% of new reports,
+    over the three projects' 124 pairs (each new report queries only the issues filed before it)."""
     folder = shared / "corpus/tickets/jira-dedupe"
-    issues = [json.loads(x) for x in gzip.open(folder / "gui-issues.jsonl.gz")]
-    pairs = json.loads((folder / "gui-duplicate_pairs.json").read_text())
-    by_key = {i["key"]: i for i in issues}
-    index = SimilarityIndex([Doc("ticket", i["key"], i.get("summary") or "", i.get("description") or "")
-                             for i in issues])
-    created = np.array([i.get("created") or "" for i in issues])
-    hits = 0
-    for a, b in pairs:
-        new, old = sorted((by_key[a], by_key[b]), key=lambda i: i.get("created") or "", reverse=True)
-        found = index.query(f"{new.get('summary') or ''}\n{new.get('description') or ''}", 10,
-                            exclude={new["key"]}, allowed=created < (new.get("created") or ""))
-        hits += any(d.id == old["key"] for d, _ in found)
-    assert hits / len(pairs) >= 0.65  # measured 0.718 (BM25 alone: 0.662)
+    results = [duplicate_recall(folder, project) for project in ("tools", "gui", "doc")]
+    assert sum(r["pairs"] for r in results) == 124
+    assert sum(r["hits"] for r in results) / 124 >= 0.65  # measured 0.718 (BM25 alone: 0.589)
 
 
 def test_title_ngrams_find_what_whole_words_miss():
