@@ -44,6 +44,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     app.register_blueprint(api.bp)
     csrf.exempt(api.bp)
+    # One-click unsubscribe (RFC 8058) comes from mail clients without a form token; the signed
+    # token in its URL is what authorises it.
+    csrf.exempt(web.unsubscribe_view)
     app.register_blueprint(web.bp)
 
     @app.template_filter("safe_url")

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -38,6 +39,9 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(classify_command)
     app.cli.add_command(painpoints_group)
     app.cli.add_command(cycles_group)
+    app.cli.add_command(subscriptions_group)
+    app.cli.add_command(digest_group)
+    app.cli.add_command(scheduler_group)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -506,3 +510,149 @@ def cycles_add(name: str, start: object, end: object) -> None:
             raise click.ClickException(str(exc)) from exc
         refresh_all(s)  # reach depends on cycles
     click.echo(f"cycle {span.name}: {span.start.date()} .. {span.end.date()}")
+
+
+def _known_components() -> list[str]:
+    from .classify import load_taxonomy
+
+    return list(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+
+
+@click.group("subscriptions", cls=AppGroup, help="Who gets the weekly digest, for which components.")
+def subscriptions_group() -> None:
+    pass
+
+
+@subscriptions_group.command("add", help="Subscribe a user to components (comma-separated) or all.")
+@click.option("--email", required=True)
+@click.option("--components", required=True, help="a,b or all")
+def subscriptions_add(email: str, components: str) -> None:
+    from .digest import DigestError, parse_components, subscribe
+
+    try:
+        wanted = parse_components(components, _known_components())
+    except DigestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    with dbmod.session_scope() as s:
+        user = s.exec(select(User).where(User.email == email.lower())).first()
+        if user is None:
+            raise click.ClickException(f"no user with address {email}; create one with `flask users create`")
+        subscribe(s, user, wanted)
+    click.echo(f"{email.lower()} follows {'all components' if wanted is None else ', '.join(sorted(wanted))}")
+
+
+@subscriptions_group.command("list")
+def subscriptions_list() -> None:
+    from .models import Subscription
+
+    with dbmod.session_scope() as s:
+        for user, sub in s.execute(select(User, Subscription).join(Subscription, Subscription.user_id == User.id)
+                                   .order_by(User.email)).all():
+            click.echo(f"{user.email:<40} {'active' if sub.active else 'unsubscribed':<13} {sub.components}")
+
+
+@subscriptions_group.command("remove")
+@click.option("--email", required=True)
+def subscriptions_remove(email: str) -> None:
+    from .digest import unsubscribe
+
+    with dbmod.session_scope() as s:
+        user = s.exec(select(User).where(User.email == email.lower())).first()
+        if user is None or not unsubscribe(s, user.id or 0):
+            raise click.ClickException(f"{email} has no active subscription")
+    click.echo(f"{email.lower()} unsubscribed")
+
+
+def _cycle_week(session: Any, cycle_name: str, week_name: str) -> tuple[Any, Any]:
+    from .cycles import all_cycles, find
+    from .digest import DigestError, check_week_in_cycle, parse_week
+
+    cycle = find(all_cycles(session), cycle_name)
+    if cycle is None:
+        raise click.ClickException(f"no cycle {cycle_name}; `flask cycles list` shows them")
+    try:
+        week = parse_week(week_name)
+        check_week_in_cycle(cycle, week)
+    except DigestError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return cycle, week
+
+
+@click.group("digest", cls=AppGroup, help="The weekly digest of pain with no fix or no test.")
+def digest_group() -> None:
+    pass
+
+
+@digest_group.command("preview", help="Print one recipient's digest (or the all-components one) without sending.")
+@click.option("--cycle", "cycle_name", required=True)
+@click.option("--week", "week_name", required=True, help="ISO week, e.g. 2014-W23")
+@click.option("--to", "to", default=None, help="a subscriber's address: their components")
+@click.option("--format", "fmt", type=click.Choice(["text", "html", "json"]), default="text", show_default=True)
+def digest_preview(cycle_name: str, week_name: str, to: str | None, fmt: str) -> None:
+    from .digest import build, components_of_subscription, for_recipient, render, unsubscribe_token
+    from .models import Subscription
+
+    with dbmod.session_scope() as s:
+        cycle, week = _cycle_week(s, cycle_name, week_name)
+        wanted, url = None, ""
+        if to:
+            row = s.execute(select(User, Subscription).join(Subscription, Subscription.user_id == User.id, isouter=True)
+                            .where(User.email == to.lower())).first()
+            if row is None:
+                raise click.ClickException(f"no user with address {to}")
+            user, sub = row
+            wanted = components_of_subscription(sub) if sub is not None else None
+            url = f"{str(current_app.config['BASE_URL']).rstrip('/')}/unsubscribe/" \
+                  f"{unsubscribe_token(current_app.config['SECRET_KEY'], user.id)}"
+        data = for_recipient(build(s, cycle, week, base_url=str(current_app.config["BASE_URL"])), wanted)
+        click.echo(render(data, fmt, unsubscribe_url=url))
+
+
+@digest_group.command("send", help="Freeze and send the week's digests; each recipient gets it once.")
+@click.option("--cycle", "cycle_name", required=True)
+@click.option("--week", "week_name", required=True, help="ISO week, e.g. 2014-W23")
+@click.option("--json", "as_json", is_flag=True)
+def digest_send(cycle_name: str, week_name: str, as_json: bool) -> None:
+    from .digest import send_week
+    from .mail import MailConfigError
+
+    with dbmod.session_scope() as s:
+        cycle, week = _cycle_week(s, cycle_name, week_name)
+        try:
+            result = send_week(s, current_app.config, cycle, week)
+        except MailConfigError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            raise click.ClickException(f"cannot reach the mail server ({exc}); the digests stay frozen and the "
+                                       "next run sends them") from exc
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        click.echo(", ".join(f"{k} {v}" for k, v in result.items()))
+    if result.get("uncertain"):
+        click.echo(f"{result['uncertain']} digests were being sent when a sender stopped; check the mail log "
+                   "before resending them", err=True)
+
+
+@click.group("scheduler", cls=AppGroup, help="The one process that runs periodic jobs.")
+def scheduler_group() -> None:
+    pass
+
+
+@scheduler_group.command("run", help="Run the weekly digest and the periodic jobs until stopped.")
+def scheduler_run() -> None:
+    import logging
+
+    from . import scheduler as sched
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with sched.single_instance(app.config, on_wait=lambda: click.echo(
+            "another scheduler is running; waiting for the scheduler lock", err=True)):
+        scheduler = sched.build(app)
+        click.echo("scheduler started: " + ", ".join(f"{j.id} next at {j.trigger}" for j in scheduler.get_jobs()),
+                   err=True)
+        try:
+            scheduler.start()
+        except (KeyboardInterrupt, SystemExit):
+            pass

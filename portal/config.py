@@ -56,6 +56,17 @@ DEFAULTS: dict[str, object] = {
     "SIGNIN_RATE_LIMIT": "10 per minute",
     # "production" refuses to start without SECRET_KEY.
     "ENV": "development",
+    # Where links in mail point (the digest's pain points, the unsubscribe link).
+    "BASE_URL": "http://127.0.0.1:5000",
+    # Outgoing mail: smtp://host:25, smtp+starttls://user:pass@host:587 or smtps://user:pass@host:465.
+    "SMTP_URL": "smtp://127.0.0.1:25",
+    "MAIL_FROM": "Earshot <earshot@localhost>",
+    # The weekly digest: day (mon..sun), hour and time zone of the scheduler's send; a digest that
+    # the server refused is tried again on the next run, up to this many times.
+    "DIGEST_DAY": "mon",
+    "DIGEST_HOUR": 7,
+    "DIGEST_TIMEZONE": "UTC",
+    "DIGEST_MAX_ATTEMPTS": 5,
 }
 
 

@@ -330,3 +330,41 @@ class AuditEvent(SQLModel, table=True):
     target_id: int
     detail: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
     undone_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+class Subscription(SQLModel, table=True):
+    """A developer's weekly digest: the components they follow ("*" for all)."""
+
+    __tablename__ = "subscription"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", unique=True)
+    components: str = Field(default="*", sa_column=Column(Text, nullable=False, default="*"))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    active: bool = True
+    unsubscribed_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+DIGEST_STATES = ("frozen", "sending", "sent", "failed")
+
+
+class Digest(SQLModel, table=True):
+    """One recipient's digest of one cycle week, frozen (its content stored) before it is sent.
+    The unique key is what makes a second sender, or a restarted one, skip it."""
+
+    __tablename__ = "digest"
+    __table_args__ = (UniqueConstraint("user_id", "cycle", "week"),)
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    cycle: str = Field(max_length=100)
+    week: str = Field(max_length=10)  # ISO week, 2014-W23
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    content: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))  # JSON
+    message_id: str = Field(default="", max_length=300)
+    # frozen -> sending -> sent; failed (the server refused it) is retried; a sender that died while
+    # sending leaves "sending", which is reported and never resent automatically (at most once).
+    status: str = Field(default="frozen", max_length=20, index=True)
+    attempts: int = 0
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    frozen_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    claimed_at: datetime | None = Field(default=None, sa_type=DateTime)
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime)

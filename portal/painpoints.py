@@ -73,6 +73,7 @@ from .models import (
     Thread,
     Ticket,
     TicketEvidence,
+    TicketMention,
     User,
     utcnow,
 )
@@ -247,6 +248,8 @@ class Facts:
     refs: dict[int, list[str]] = field(default_factory=dict)
     tickets: dict[str, Ticket] = field(default_factory=dict)
     fix_dates: dict[str, datetime | None] = field(default_factory=dict)
+    evidence: dict[str, list[TicketEvidence]] = field(default_factory=dict)  # ref -> its evidence
+    ref_seen: dict[int, dict[str, datetime | None]] = field(default_factory=dict)  # pp -> ref -> first named
     tests: dict[int, list[datetime | None]] = field(default_factory=dict)
     severity: dict[int, str] = field(default_factory=dict)
     releases: dict[int, set[str]] = field(default_factory=dict)
@@ -256,7 +259,9 @@ def _person_key(email: str | None, name: str) -> str:
     return (email or "").casefold() or f"name:{name.casefold()}"
 
 
-def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> Facts:
+def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan], *, people: bool = True) -> Facts:
+    """The facts of some pain points; `people=False` skips who wrote (operators, releases), which
+    only impact needs."""
     ids = sorted(set(pp_ids))
     facts = Facts()
     if not ids:
@@ -273,7 +278,7 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> 
     for tid, email, name, role, text in session.execute(
             select(Message.thread_id, Person.email, Person.name, Person.role, Message.new_text)
             .join(Person, Person.id == Message.person_id, isouter=True)
-            .where(Message.thread_id.in_(member_threads))):
+            .where(Message.thread_id.in_(member_threads))) if people else []:
         pp = owner[tid]
         if role == "operator":
             facts.operators.setdefault(pp, {})[_person_key(email, name or "")] = email or ""
@@ -302,19 +307,33 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan]) -> 
         facts.tickets.update({t.ref: t for t in session.execute(
             select(Ticket).where(Ticket.ref.in_(some_refs))).scalars()})
     if facts.tickets:
-        dates: dict[int, datetime] = {}
+        ref_of = {t.id: ref for ref, t in facts.tickets.items()}
         ticket_ids = sorted(t.id or 0 for t in facts.tickets.values())
         for some_ids in (ticket_ids[i:i + 500] for i in range(0, len(ticket_ids), 500)):
-            for tid, when in session.execute(
-                    select(TicketEvidence.ticket_id, func.max(TicketEvidence.date))
-                    .where(TicketEvidence.ticket_id.in_(some_ids), TicketEvidence.kind.in_(("fix", "review")),
-                           TicketEvidence.merged.is_(True))
-                    .group_by(TicketEvidence.ticket_id)):
-                if when is not None:
-                    dates[tid] = when
+            for ev in session.execute(select(TicketEvidence).where(TicketEvidence.ticket_id.in_(some_ids))).scalars():
+                facts.evidence.setdefault(ref_of[ev.ticket_id], []).append(ev)
         for ref, t in facts.tickets.items():
-            facts.fix_dates[ref] = dates.get(t.id or 0) or (t.updated_at if t.fix_state in ("merged", "released")
-                                                             else None)
+            facts.fix_dates[ref] = _fix_date(t, facts.evidence.get(ref, []))
+    # When each pain point first named each ticket: the first message naming it, or the link.
+    first_named: dict[tuple[int, str], datetime] = {}
+    for tid, ref, when in session.execute(
+            select(Message.thread_id, TicketMention.ref, func.min(Message.date))
+            .join(Message, Message.id == TicketMention.message_pk)
+            .where(Message.thread_id.in_(member_threads)).group_by(Message.thread_id, TicketMention.ref)):
+        if when is not None:
+            first_named[(tid, ref)] = when
+    for pp in ids:
+        seen: dict[str, datetime | None] = {}
+        for tid in facts.threads.get(pp, []):
+            for r in by_thread.get(tid, []):
+                when = first_named.get((tid, r), facts.thread_dates.get(tid, (None, None))[0])
+                if r not in seen or (when is not None and (seen[r] is None or when < seen[r])):  # type: ignore[operator]
+                    seen[r] = when
+        facts.ref_seen[pp] = seen
+    for pp, ref, at in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref, PainPointTicket.at)
+                                       .where(PainPointTicket.pain_point_id.in_(ids),
+                                              PainPointTicket.state == "linked")):
+        facts.ref_seen.setdefault(pp, {}).setdefault(ref, at)
     for pp, at in session.execute(select(PainPointTest.pain_point_id, PainPointTest.at)
                                   .where(PainPointTest.pain_point_id.in_(ids))):
         facts.tests.setdefault(pp, []).append(at)
@@ -395,13 +414,58 @@ def impact(facts: Facts, pp: int, status: str, cycles: list[CycleSpan], now: dat
             "reach": round(reach, 3)}
 
 
-def _status_of(facts: Facts, pp: int) -> str:
-    tickets = []
+def _fix_date(ticket: Ticket, evidence: list[TicketEvidence]) -> datetime | None:
+    """When the ticket's fix merged: its latest merged fix or review, else (a tracker that says
+    fixed without evidence) when the ticket last changed."""
+    dates = [e.date for e in evidence if e.kind in ("fix", "review") and e.merged and e.date is not None]
+    if dates:
+        return max(dates)
+    return ticket.updated_at if ticket.fix_state in ("merged", "released") else None
+
+
+def ticket_states_at(facts: Facts, pp: int, as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Each ticket of a pain point with its fix and test state as they stood at `as_of` (now when
+    None): only what was named, linked and committed by then counts."""
+    from types import SimpleNamespace
+
+    from .tickets import derive_states
+
+    out: list[dict[str, Any]] = []
     for r in facts.refs.get(pp, []):
+        seen = facts.ref_seen.get(pp, {}).get(r)
+        if as_of is not None and seen is not None and seen >= as_of:
+            continue
         t = facts.tickets.get(r)
-        tickets.append((t.fix_state, t.test_state, facts.fix_dates.get(r)) if t else ("none", "none", None))
+        if t is None:
+            out.append({"ref": r, "fix_state": "none", "test_state": "none", "fix_date": None, "ticket": None})
+            continue
+        if as_of is None:
+            out.append({"ref": r, "fix_state": t.fix_state, "test_state": t.test_state,
+                        "fix_date": facts.fix_dates.get(r), "ticket": t})
+            continue
+        evidence = [e for e in facts.evidence.get(r, []) if e.date is None or e.date < as_of]
+        tracker_says = t.tracker_fix_state if t.updated_at is None or t.updated_at < as_of else "none"
+        fix, test = derive_states(SimpleNamespace(tracker_fix_state=tracker_says), evidence)  # type: ignore[arg-type]
+        dates = [e.date for e in evidence if e.kind in ("fix", "review") and e.merged and e.date is not None]
+        fix_date = max(dates) if dates else (t.updated_at if tracker_says in ("merged", "released") else None)
+        out.append({"ref": r, "fix_state": fix, "test_state": test, "fix_date": fix_date, "ticket": t})
+    return out
+
+
+def status_at(facts: Facts, pp: int, as_of: datetime | None = None) -> str | None:
+    """The status a pain point had at `as_of` (now when None); None if nobody had reported it yet."""
     reports = [facts.thread_dates.get(t, (None, None))[0] for t in facts.threads.get(pp, [])]
-    return derive_status(tickets, reports, facts.tests.get(pp, []))
+    if as_of is not None:
+        reports = [r for r in reports if r is not None and r < as_of]
+        if not reports:
+            return None
+    tests = [d for d in facts.tests.get(pp, []) if as_of is None or (d is not None and d < as_of)]
+    tickets = [(t["fix_state"], t["test_state"], t["fix_date"]) for t in ticket_states_at(facts, pp, as_of)]
+    return derive_status(tickets, reports, tests)
+
+
+def _status_of(facts: Facts, pp: int) -> str:
+    return status_at(facts, pp) or "untracked"
 
 
 def refresh(session: Session, pp_ids: Iterable[int], *, now: datetime | None = None,

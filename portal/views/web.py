@@ -20,7 +20,8 @@ bp = Blueprint("web", __name__)
 
 @bp.before_request
 def _gate() -> Any:
-    if request.endpoint not in ("web.healthz", "web.signin", "web.signout", "static") and not read_allowed():
+    if request.endpoint not in ("web.healthz", "web.signin", "web.signout", "web.unsubscribe_view", "static") \
+            and not read_allowed():
         return render_template("private.html"), 401
     return None
 
@@ -322,3 +323,119 @@ def painpoint_triage(pp_id: int) -> Any:
     db().commit()
     flash(message)
     return redirect(url_for("web.painpoint", pp_id=target))
+
+
+# --- digest, subscriptions --------------------------------------------------------------------
+
+
+def _digest_for(cycle_name: str, week_name: str) -> tuple[Any, Any]:
+    from ..cycles import all_cycles, find
+    from ..digest import DigestError, check_week_in_cycle, parse_week
+
+    cycle = find(all_cycles(db()), cycle_name)
+    if cycle is None:
+        abort(404)
+    try:
+        week = parse_week(week_name)
+        check_week_in_cycle(cycle, week)
+    except DigestError:
+        abort(404)
+    return cycle, week
+
+
+def _followed(user: Any) -> Any:
+    """The signed-in user's components (None: all, or nobody signed in)."""
+    from ..digest import components_of_subscription
+    from ..models import Subscription
+
+    if user is None:
+        return None
+    sub = db().execute(select(Subscription).where(Subscription.user_id == user.id,
+                                                  Subscription.active.is_(True))).scalars().first()
+    return components_of_subscription(sub) if sub is not None else None
+
+
+@bp.get("/digests/<cycle_name>/<week_name>")
+def digest_page(cycle_name: str, week_name: str) -> Any:
+    """The week's digest as a page: the signed-in subscriber's components, else all."""
+    from ..digest import build, for_recipient, subject_of
+
+    cycle, week = _digest_for(cycle_name, week_name)
+    data = for_recipient(build(db(), cycle, week, base_url=request.host_url), _followed(current_user()))
+    return render_template("digest.html", d=data, subject=subject_of(data))
+
+
+@bp.get("/digests/<cycle_name>/feed.atom")
+def digest_feed(cycle_name: str) -> Any:
+    """The cycle's weekly digests (all components) as an Atom feed, newest week first."""
+    from datetime import timedelta
+
+    from ..cycles import all_cycles, find
+    from ..digest import build, for_recipient, subject_of, week_of
+    from ..models import utcnow
+
+    cycle = find(all_cycles(db()), cycle_name)
+    if cycle is None:
+        abort(404)
+    last = week_of(min(utcnow(), cycle.end - timedelta(seconds=1)))
+    entries = []
+    for back in range(4):  # the last four weeks of the cycle that have ended
+        week = week_of(last.start - timedelta(days=7 * back))
+        if week.end <= cycle.start or week.end > utcnow():
+            continue
+        data = for_recipient(build(db(), cycle, week, base_url=request.host_url), None)
+        entries.append({"week": week, "subject": subject_of(data), "d": data,
+                        "url": url_for("web.digest_page", cycle_name=cycle.name, week_name=week.name, _external=True)})
+    body = render_template("digest.atom.xml", cycle=cycle, entries=entries,
+                           self_url=url_for("web.digest_feed", cycle_name=cycle.name, _external=True))
+    return body, 200, {"Content-Type": "application/atom+xml; charset=utf-8"}
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+def settings() -> Any:
+    """A signed-in user's digest subscription: components to follow, or all, or none."""
+    from ..digest import DigestError, parse_components, subscribe, unsubscribe
+
+    user = current_user()
+    if user is None:
+        return redirect(url_for("web.signin", next=url_for("web.settings")))
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        choice = request.form.get("follow", "")
+        if choice == "none":
+            unsubscribe(db(), user.id or 0)
+            db().commit()
+            flash("You will get no digest.")
+            return redirect(url_for("web.settings"))
+        value = "all" if choice == "all" else ",".join(request.form.getlist("components"))
+        try:
+            wanted = parse_components(value, _taxonomy_names())
+        except DigestError as exc:
+            errors["components"] = str(exc)
+        else:
+            subscribe(db(), user, wanted)
+            db().commit()
+            flash("Your weekly digest follows " + ("all components." if wanted is None else ", ".join(sorted(wanted))
+                                                   + "."))
+            return redirect(url_for("web.settings"))
+    from ..models import Subscription
+
+    sub = db().execute(select(Subscription).where(Subscription.user_id == user.id)).scalars().first()
+    return render_template("settings.html", user=user, sub=sub, components=_taxonomy_names(),
+                           errors=errors), 422 if errors else 200
+
+
+@bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe_view(token: str) -> Any:
+    """The link in every digest. GET asks (link scanners must not unsubscribe anyone); POST, from
+    the page or from a mail client's one-click List-Unsubscribe-Post, unsubscribes."""
+    from ..digest import unsubscribe, user_for_unsubscribe
+
+    user_id = user_for_unsubscribe(current_app.config["SECRET_KEY"], token)
+    if user_id is None:
+        return render_template("unsubscribe.html", state="invalid"), 404
+    if request.method == "POST":
+        unsubscribe(db(), user_id)
+        db().commit()
+        return render_template("unsubscribe.html", state="done")
+    return render_template("unsubscribe.html", state="ask", token=token)
