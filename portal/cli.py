@@ -42,6 +42,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(subscriptions_group)
     app.cli.add_command(digest_group)
     app.cli.add_command(scheduler_group)
+    app.cli.add_command(sources_group)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -656,3 +657,101 @@ def scheduler_run() -> None:
             scheduler.start()
         except (KeyboardInterrupt, SystemExit):
             pass
+
+
+@click.group("sources", cls=AppGroup, help="Feeds and remote list archives Earshot follows by itself.")
+def sources_group() -> None:
+    pass
+
+
+@sources_group.command("add", help="Follow a feed, a remote list archive or a tracker feed.")
+@click.option("--kind", type=click.Choice(["feed", "pipermail", "ponymail", "hyperkitty", "tracker"]), required=True)
+@click.option("--url", required=True)
+@click.option("--list", "list_name", default="", help="the list its messages belong to (list@domain for Pony Mail)")
+@click.option("--name", default="", help="a short name (default: the list)")
+@click.option("--role", type=click.Choice(ROLES), default="unknown", help="operator or developer list")
+@click.option("--every", default="1h", show_default=True, help="poll interval: 30m, 1h, 1d")
+@click.option("--since", default="", help="first month (YYYY-MM) of a Pony Mail or HyperKitty archive")
+def sources_add(kind: str, url: str, list_name: str, name: str, role: str, every: str, since: str) -> None:
+    from .polling import SourceError, add_source
+
+    with dbmod.session_scope() as s:
+        try:
+            source = add_source(s, name=name, kind=kind, url=url, list_name=list_name, role=role, every=every,
+                                since=since)
+        except SourceError as exc:
+            raise click.ClickException(f"--{exc.field}: {exc.message}") from exc
+        click.echo(f"following {source.name} ({kind}) every {source.every_minutes} minutes")
+
+
+@sources_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def sources_list(as_json: bool) -> None:
+    from .models import Source
+    from .threads import iso
+
+    with dbmod.session_scope() as s:
+        rows = [{"name": x.name, "kind": x.kind, "url": x.url, "list": x.list_name, "role": x.role,
+                 "every_minutes": x.every_minutes, "enabled": x.enabled, "last_run": iso(x.last_run_at),
+                 "last_status": x.last_status, "last_error": x.last_error, "messages_total": x.messages_total}
+                for x in s.execute(select(Source).order_by(Source.name)).scalars()]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<28} {r['kind']:<10} {'on ' if r['enabled'] else 'off'} every {r['every_minutes']}m  "
+                   f"last {r['last_run'] or 'never'} {r['last_status']}  {r['url']}")
+
+
+@sources_group.command("enable")
+@click.argument("name")
+def sources_enable(name: str) -> None:
+    _set_enabled(name, True)
+
+
+@sources_group.command("disable")
+@click.argument("name")
+def sources_disable(name: str) -> None:
+    _set_enabled(name, False)
+
+
+def _set_enabled(name: str, on: bool) -> None:
+    from .models import Source
+
+    with dbmod.session_scope() as s:
+        source = s.execute(select(Source).where(Source.name == name)).scalars().first()
+        if source is None:
+            raise click.ClickException(f"no source {name}")
+        source.enabled = on
+        s.add(source)
+    click.echo(f"{name} {'enabled' if on else 'disabled'}")
+
+
+@sources_group.command("poll", help="Poll every enabled source now (or the one named).")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def sources_poll(name: str | None, as_json: bool) -> None:
+    from .models import Source
+    from .polling import fetcher_from, poll
+
+    fetcher = fetcher_from(current_app.config)
+    results = []
+    with dbmod.session_scope() as s:
+        q = select(Source).order_by(Source.id)
+        q = q.where(Source.name == name) if name else q.where(Source.enabled.is_(True))
+        sources = list(s.execute(q).scalars())
+        if name and not sources:
+            raise click.ClickException(f"no source {name}")
+        for source in sources:
+            results.append(poll(s, source, fetcher).as_dict())
+    summary = {"messages_new": sum(r["messages_new"] for r in results),
+               "duplicates": sum(r["duplicates"] for r in results),
+               "problems": [p for r in results for p in r["problems"]], "sources": results}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    for r in results:
+        click.echo(f"{r['source']}: {r['status']}, {r['messages_new']} new, {r['duplicates']} already stored, "
+                   f"{r['not_modified']} not modified, {len(r['problems'])} problems")
+        for p in r["problems"]:
+            click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)

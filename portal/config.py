@@ -67,6 +67,13 @@ DEFAULTS: dict[str, object] = {
     "DIGEST_HOUR": 7,
     "DIGEST_TIMEZONE": "UTC",
     "DIGEST_MAX_ATTEMPTS": 5,
+    # Followed sources: hosts that may be fetched (comma-separated; empty allows any http/https
+    # host), seconds between two requests to one host, and the largest body read.
+    "FETCH_ALLOW_HOSTS": "",
+    "FETCH_HOST_INTERVAL": 1.0,
+    "FETCH_MAX_BYTES": 50 * 1024 * 1024,
+    # How often the scheduler looks for sources that are due.
+    "SOURCES_CHECK_MINUTES": 5,
 }
 
 

@@ -368,3 +368,42 @@ class Digest(SQLModel, table=True):
     frozen_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
     claimed_at: datetime | None = Field(default=None, sa_type=DateTime)
     sent_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+SOURCE_KINDS = ("feed", "pipermail", "ponymail", "hyperkitty", "tracker")
+
+
+class Source(SQLModel, table=True):
+    """A list archive or feed Earshot follows by itself, polled on a schedule."""
+
+    __tablename__ = "source"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, unique=True)
+    kind: str = Field(max_length=20)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    list_name: str = Field(default="", max_length=200)
+    role: str = Field(default="unknown", max_length=20)  # the list's role: operator | developer | unknown
+    every_minutes: int = 60
+    # First month to read from month-by-month archives (Pony Mail, HyperKitty), YYYY-MM.
+    since: str = Field(default="", max_length=7)
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    last_run_at: datetime | None = Field(default=None, sa_type=DateTime)
+    last_status: str = Field(default="", max_length=20)  # new | unchanged | problems | failed
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    last_run_id: int | None = Field(default=None)
+    messages_total: int = 0
+
+
+class SourceDocument(SQLModel, table=True):
+    """What the last fetch of one URL of a source said, for conditional GET next time."""
+
+    __tablename__ = "source_document"
+    __table_args__ = (UniqueConstraint("source_id", "url"),)
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: int = Field(foreign_key="source.id", index=True)
+    url: str = Field(max_length=2000)
+    etag: str = Field(default="", max_length=500)
+    last_modified: str = Field(default="", max_length=100)
+    sha256: str = Field(default="", max_length=64)
+    fetched_at: datetime | None = Field(default=None, sa_type=DateTime)

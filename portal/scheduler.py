@@ -92,6 +92,26 @@ def refresh_painpoints(app: Any) -> None:
         log.info("refreshed %d pain points", refresh_all(session))
 
 
+def poll_sources(app: Any, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Poll the sources that are due, one after another; one that fails or times out is recorded
+    on its own row and never stops the others."""
+    from .models import utcnow
+    from .polling import due, fetcher_from, poll
+
+    results = []
+    with app.app_context(), dbmod.session_scope() as session:
+        fetcher = fetcher_from(app.config)
+        for source in due(session, now or utcnow()):
+            try:
+                results.append(poll(session, source, fetcher, now=now).as_dict())
+            except Exception:  # noqa: BLE001 - logged, and the next source still runs
+                log.exception("source %s failed", source.name)
+                session.rollback()
+    for r in results:
+        log.info("source %s: %s, %d new", r["source"], r["status"], r["messages_new"])
+    return results
+
+
 def build(app: Any) -> Any:
     """The scheduler with its jobs (not started)."""
     from apscheduler.schedulers.blocking import BlockingScheduler
@@ -105,4 +125,6 @@ def build(app: Any) -> Any:
     # Recency in impact moves every day; statuses follow tickets fetched by other jobs.
     scheduler.add_job(refresh_painpoints, CronTrigger(hour=3, timezone=zone), args=[app], id="refresh-painpoints",
                       coalesce=True, max_instances=1)
+    scheduler.add_job(poll_sources, "interval", minutes=int(app.config["SOURCES_CHECK_MINUTES"]), args=[app],
+                      id="poll-sources", coalesce=True, max_instances=1)
     return scheduler

@@ -439,3 +439,73 @@ def unsubscribe_view(token: str) -> Any:
         db().commit()
         return render_template("unsubscribe.html", state="done")
     return render_template("unsubscribe.html", state="ask", token=token)
+
+
+# --- admin: followed sources --------------------------------------------------------------------
+
+
+def _admin() -> Any:
+    user = current_user()
+    if user is None:
+        return None, redirect(url_for("web.signin", next=request.path))
+    if user.role != "admin":
+        abort(403)
+    return user, None
+
+
+@bp.route("/admin/sources", methods=["GET", "POST"])
+def admin_sources() -> Any:
+    """Admins add feeds and remote archives, turn them on and off, change how often they are read
+    and poll one now."""
+    from ..models import SOURCE_KINDS, Source
+    from ..polling import SourceError, add_source, fetcher_from, parse_every, poll
+
+    user, redirect_to = _admin()
+    if redirect_to is not None:
+        return redirect_to
+    errors: dict[str, str] = {}
+    values = {k: request.form.get(k, "") for k in ("name", "kind", "url", "list", "role", "every", "since")}
+    if request.method == "POST":
+        action = request.form.get("action", "add")
+        if action == "add":
+            try:
+                source = add_source(db(), name=values["name"], kind=values["kind"], url=values["url"],
+                                    list_name=values["list"], role=values["role"] or "unknown",
+                                    every=values["every"] or "1h", since=values["since"])
+            except SourceError as exc:
+                db().rollback()
+                errors[exc.field] = exc.message
+            else:
+                db().commit()
+                flash(f"Following {source.name}.")
+                return redirect(url_for("web.admin_sources"))
+        else:
+            raw = request.form.get("source", "")
+            chosen = db().get(Source, int(raw)) if raw.isdigit() else None
+            if chosen is None:
+                abort(404)
+            source = chosen
+            if action in ("enable", "disable"):
+                source.enabled = action == "enable"
+                message = f"{source.name} {'enabled' if source.enabled else 'disabled'}."
+            elif action == "every":
+                try:
+                    source.every_minutes = parse_every(request.form.get("every", ""))
+                    message = f"{source.name} is read every {source.every_minutes} minutes."
+                except SourceError as exc:
+                    errors[f"every-{source.id}"] = exc.message
+                    message = ""
+            elif action == "poll":
+                result = poll(db(), source, fetcher_from(current_app.config))
+                message = (f"{source.name}: {result.status}, {result.messages_new} new, {result.duplicates} already "
+                           f"stored, {len(result.problems)} problems.")
+            else:
+                abort(400)
+            if not errors:
+                db().add(source)
+                db().commit()
+                flash(message)
+                return redirect(url_for("web.admin_sources"))
+    sources = db().execute(select(Source).order_by(Source.name)).scalars().all()
+    return render_template("admin/sources.html", sources=sources, errors=errors, values=values, kinds=SOURCE_KINDS,
+                           user=user), 422 if errors else 200
