@@ -43,6 +43,8 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(digest_group)
     app.cli.add_command(scheduler_group)
     app.cli.add_command(sources_group)
+    app.cli.add_command(index_group)
+    app.cli.add_command(search_command)
 
 
 @click.group("db", cls=AppGroup, help="Database schema.")
@@ -81,6 +83,16 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
             if ingest.enricher is not None else 0
     with dbmod.session_scope() as session:
         summary["pain_points"] = group(session).as_dict()
+    # The search index is derived data, written after the database committed; if it cannot be
+    # written now, the import stands and `flask index rebuild` (or the scheduler) catches up.
+    try:
+        from .search import reindex
+
+        with dbmod.session_scope() as session:
+            summary["indexed"] = reindex(session, current_app.config, thread_ids=result.threads)
+    except Exception as exc:  # noqa: BLE001
+        summary["index_problem"] = (f"search index not updated ({exc.__class__.__name__}: {exc}); "
+                                    "run flask index rebuild")
     return summary
 
 
@@ -755,3 +767,53 @@ def sources_poll(name: str | None, as_json: bool) -> None:
                    f"{r['not_modified']} not modified, {len(r['problems'])} problems")
         for p in r["problems"]:
             click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+@click.group("index", cls=AppGroup, help="The search index (derived from the database).")
+def index_group() -> None:
+    pass
+
+
+@index_group.command("rebuild", help="Build a fresh index beside the live one, then swap it in.")
+def index_rebuild() -> None:
+    from .models import PainPoint, Thread, Ticket
+    from .search import all_documents, index_for
+
+    with dbmod.session_scope() as s:
+        from sqlalchemy import func as sqlfunc
+
+        total = sum(int(s.execute(select(sqlfunc.count(m.id))).scalar_one()) for m in (Thread, PainPoint, Ticket))
+        with tqdm(total=total, unit="doc", desc="index", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+            n = index_for(current_app.config).rebuild(all_documents(s), progress=bar.update)
+    click.echo(f"indexed {n} documents")
+
+
+@index_group.command("stats")
+def index_stats() -> None:
+    from .search import stats
+
+    click.echo(json.dumps(stats(current_app.config)))
+
+
+@click.command("search", help="Search threads, pain points and tickets (the search page's query language).")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--sort", type=click.Choice(["relevance", "date", "impact"]), default="relevance")
+@click.option("--page", default=1, show_default=True)
+@click.argument("query", nargs=-1, required=True)
+@with_appcontext
+def search_command(as_json: bool, sort: str, page: int, query: tuple[str, ...]) -> None:
+    import re as _re
+
+    from .search import SearchError, index_for, parse
+
+    try:
+        result = index_for(current_app.config).search(parse(" ".join(query)), sort=sort, page=page)
+    except SearchError as exc:
+        raise click.ClickException(exc.message) from exc
+    if as_json:
+        click.echo(json.dumps({**result, "page": page}))
+        return
+    click.echo(f"{result['total']} hits" + (f"; did you mean: {result['suggestion']}" if result["suggestion"] else ""))
+    for h in result["hits"]:
+        snippet = _re.sub(r"</?mark>", "*", h["snippet"]).replace("\n", " ")[:160]
+        click.echo(f"{h['kind']:<9} #{h['id']:<6} {(h['date'] or '')[:10]}  {h['title'][:70]}\n          {snippet}")

@@ -339,3 +339,21 @@ def cycles() -> Any:
     from ..cycles import all_cycles
 
     return jsonify({"items": [c.as_dict() for c in all_cycles(db())]})
+
+
+@bp.get("/search")
+@api_read
+def search() -> Any:
+    """GET /api/v1/search?q=&component=&list=&status=&kind=&sort=relevance|date|impact&page="""
+    from ..search import SORTS, SearchError, index_for, parse
+
+    args = request.args
+    sort = args.get("sort") or "relevance"
+    if sort not in SORTS:
+        raise BadParameter("sort", f"one of {', '.join(SORTS)}")
+    page = parse_int("page", args.get("page"), 1, 1, 10_000)
+    try:
+        query = parse(args.get("q", ""), {k: args.get(k, "") for k in ("component", "list", "status", "kind")})
+    except SearchError as exc:
+        raise BadParameter("q", exc.message) from exc
+    return jsonify({**index_for(current_app.config).search(query, sort=sort, page=page), "page": page})

@@ -509,3 +509,33 @@ def admin_sources() -> Any:
     sources = db().execute(select(Source).order_by(Source.name)).scalars().all()
     return render_template("admin/sources.html", sources=sources, errors=errors, values=values, kinds=SOURCE_KINDS,
                            user=user), 422 if errors else 200
+
+
+@bp.get("/search")
+def search_page() -> Any:
+    """The search page: query language, facets with counts, highlighted snippets, sorting, paging
+    and "more like this" on every hit."""
+    from ..search import FACETS, SORTS, SearchError, index_for, parse
+
+    args = request.args
+    values = {k: args.get(k, "") for k in ("q", "component", "list", "status", "kind", "sort", "like")}
+    errors: dict[str, str] = {}
+    sort = values["sort"] if values["sort"] in SORTS else "relevance"
+    try:
+        page = parse_int("page", args.get("page"), 1, 1, 10_000)
+    except BadParameter:
+        page = 1
+    idx = index_for(current_app.config)
+    result: dict[str, Any] = {"total": 0, "facets": {f: {} for f in FACETS}, "hits": [], "suggestion": None}
+    similar: list[dict[str, Any]] = []
+    if values["like"]:
+        similar = idx.more_like(values["like"][:100])
+    elif any(values[k] for k in ("q", "component", "list", "status", "kind")):
+        try:
+            query = parse(values["q"], {k: values[k] for k in ("component", "list", "status", "kind")})
+            result = idx.search(query, sort=sort, page=page)
+        except SearchError as exc:
+            errors["q"] = exc.message
+    pages = max(1, min(500, (result["total"] + 19) // 20))
+    return render_template("search.html", values=values, result=result, errors=errors, page=page, pages=pages,
+                           sort=sort, similar=similar, facet_names=FACETS), 422 if errors else 200

@@ -1,0 +1,467 @@
+"""Search over threads, pain points and tickets, with a query language a person can guess.
+
+    quota drift                 words (stemmed; all must match)
+    "default route"             a phrase
+    -vote                       not this word
+    component:quotas            in a component (children count for their parents)
+    list:openstack-operators    on a list
+    from:operator               written by an operator (or developer)
+    status:fixed_untested       pain points (and tickets) in a status
+    ref:lp:1234567              naming a ticket
+    kind:painpoint              threads, pain points or tickets only
+    after:2014-05 before:2015   dates (year, month or day)
+
+The index (Whoosh) is derived data under EARSHOT_DATA_DIR/search: written after the database
+commits, by one writer at a time, and rebuilt beside the old one and swapped in by
+`flask index rebuild`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+from whoosh.analysis import Filter
+from whoosh.highlight import Formatter, get_text, htmlescape
+
+FILTER_KEYS = ("component", "list", "from", "status", "ref", "kind", "after", "before")
+_FILTER_RE = re.compile(r'(?<!\S)(-?)(' + "|".join(FILTER_KEYS) + r'):("([^"]*)"|\S+)', re.I)
+FACETS = ("kind", "component", "list", "status", "year", "role")
+SORTS = ("relevance", "date", "impact")
+HIT_CAP = 10_000  # counted exactly up to here; above, the total is an estimate
+
+
+class SearchError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+@dataclass
+class Query:
+    words: str = ""
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    excluded: dict[str, list[str]] = field(default_factory=dict)
+    after: datetime | None = None
+    before: datetime | None = None
+
+
+def _when(value: str, *, end: bool) -> datetime:
+    m = re.match(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$", value)
+    if not m:
+        raise SearchError("q", f"dates are YYYY, YYYY-MM or YYYY-MM-DD, not {value!r}")
+    y, mo, d = int(m.group(1)), int(m.group(2) or 1), int(m.group(3) or 1)
+    try:
+        start = datetime(y, mo, d)
+    except ValueError as exc:
+        raise SearchError("q", f"{value}: {exc}") from exc
+    if not end:
+        return start
+    if m.group(3):
+        return datetime.fromordinal(start.toordinal() + 1)
+    if m.group(2):
+        return datetime(y + (mo == 12), 1 if mo == 12 else mo + 1, 1)
+    return datetime(y + 1, 1, 1)
+
+
+def parse(text: str, extra: dict[str, str] | None = None) -> Query:
+    """Split a query into words and filters; `extra` are filters given as parameters."""
+    q = Query()
+    for m in _FILTER_RE.finditer(text or ""):
+        negate, key, value = m.group(1) == "-", m.group(2).lower(), m.group(4) if m.group(4) is not None \
+            else m.group(3)
+        if key == "after":
+            q.after = _when(value, end=False)
+        elif key == "before":
+            q.before = _when(value, end=False)
+        else:
+            (q.excluded if negate else q.filters).setdefault(key, []).append(value.lower() if key != "ref" else value)
+    q.words = _FILTER_RE.sub(" ", text or "").strip()
+    for key, value in (extra or {}).items():
+        if value:
+            q.filters.setdefault(key, []).append(value.lower())
+    return q
+
+
+# --- documents ------------------------------------------------------------------------------------
+
+
+def _parents(components: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for c in components:
+        for name in (c, c.split("/", 1)[0]):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def thread_documents(session: Session, thread_ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Index documents of threads (subject, new text of every message, authors and their roles)."""
+    from .models import MailingList, Message, PainPoint, PainPointMember, Person, Thread
+    from .threads import thread_components, thread_refs
+
+    q = select(Thread.id).order_by(Thread.id)
+    if thread_ids is not None:
+        q = q.where(Thread.id.in_(thread_ids)) if len(thread_ids) < 30000 else q
+    ids = list(session.execute(q).scalars()) if thread_ids is None or len(thread_ids) >= 30000 else \
+        sorted(set(thread_ids))
+    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        threads = {t.id: (t, name) for t, name in session.execute(
+            select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
+            .where(Thread.id.in_(chunk)))}
+        texts: dict[int, list[str]] = {}
+        authors: dict[int, set[str]] = {}
+        roles: dict[int, set[str]] = {}
+        for tid, text, name, email, role in session.execute(
+                select(Message.thread_id, Message.new_text, Person.name, Person.email, Person.role)
+                .join(Person, Person.id == Message.person_id, isouter=True).where(Message.thread_id.in_(chunk))
+                .order_by(Message.thread_id, Message.id)):
+            parts = texts.setdefault(tid, [])
+            if sum(len(p) for p in parts) < 20000:
+                parts.append(text[:5000])
+            authors.setdefault(tid, set()).update(x for x in (name, email) if x)
+            if role:
+                roles.setdefault(tid, set()).add(role)
+        comps = thread_components(session, chunk)
+        refs = thread_refs(session, chunk)
+        points: dict[int, str] = dict(session.execute(
+            select(PainPointMember.thread_id, PainPoint.status)
+            .join(PainPoint, PainPoint.id == PainPointMember.pain_point_id)
+            .where(PainPointMember.thread_id.in_(chunk))).all())
+        for tid in chunk:
+            if tid not in threads:
+                continue
+            thread, list_name = threads[tid]
+            yield {"key": f"thread:{tid}", "kind": "thread", "id": str(tid), "title": thread.subject or "",
+                   "text": "\n".join(texts.get(tid, [])), "author": " ".join(sorted(authors.get(tid, set()))),
+                   "role": sorted(roles.get(tid, set())), "list": list_name,
+                   "components": _parents(c["name"] for c in comps.get(tid, [])), "refs": refs.get(tid, []),
+                   "status": points.get(tid, ""), "date": thread.last_date or thread.first_date, "impact": 0.0}
+
+
+def painpoint_documents(session: Session, ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    from .models import PainPoint
+    from .painpoints import gather
+
+    q = select(PainPoint).where(PainPoint.merged_into_id.is_(None)).order_by(PainPoint.id)
+    points = list(session.execute(q if ids is None else q.where(PainPoint.id.in_(ids))).scalars())
+    for chunk in (points[i:i + 500] for i in range(0, len(points), 500)):
+        facts = gather(session, [p.id or 0 for p in chunk], [], people=False)
+        for p in chunk:
+            if not p.reports:
+                continue
+            yield {"key": f"painpoint:{p.id}", "kind": "painpoint", "id": str(p.id), "title": p.title,
+                   "text": p.title, "author": "", "role": ["operator"] if p.operators else [], "list": "",
+                   "components": _parents(c for c in p.components.split(",") if c),
+                   "refs": facts.refs.get(p.id or 0, []), "status": p.status,
+                   "date": p.last_reported or p.first_reported, "impact": float(p.impact)}
+
+
+def ticket_documents(session: Session, ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    from .models import Ticket
+
+    q = select(Ticket).order_by(Ticket.id)
+    for t in session.execute(q if ids is None else q.where(Ticket.id.in_(ids))).scalars():
+        yield {"key": f"ticket:{t.id}", "kind": "ticket", "id": str(t.id), "title": t.title or t.ref,
+               "text": f"{t.ref} {t.title}", "author": t.assignee, "role": [], "list": t.tracker,
+               "components": [], "refs": [t.ref], "status": t.fix_state, "date": t.updated_at, "impact": 0.0}
+
+
+def all_documents(session: Session) -> Iterator[dict[str, Any]]:
+    yield from thread_documents(session)
+    yield from painpoint_documents(session)
+    yield from ticket_documents(session)
+
+
+# --- the Whoosh backend ---------------------------------------------------------------------------
+
+
+class CodeWordFilter(Filter):  # type: ignore[misc]
+    """nova-compute stays one word and also gives nova and compute, at the same position. Module
+    level because Whoosh pickles the schema with its analyzers."""
+
+    def __call__(self, tokens: Any) -> Any:
+        for t in tokens:
+            parts = [p for p in re.split(r"[-.:/]", t.text) if p]
+            yield t
+            if len(parts) > 1:
+                for part in parts:
+                    extra = t.copy()
+                    extra.text = part
+                    yield extra
+
+
+class MarkFormatter(Formatter):  # type: ignore[misc]
+    """Snippets as escaped text with the matched words in <mark>."""
+
+    between = " … "
+
+    def format_token(self, text: str, token: Any, replace: bool = False) -> str:
+        return f"<mark>{htmlescape(get_text(text, token, replace))}</mark>"
+
+    def format_fragment(self, fragment: Any, replace: bool = False) -> str:
+        out, index = [], fragment.startchar
+        text = fragment.text
+        for t in fragment.matches:
+            if t.startchar > index:
+                out.append(htmlescape(text[index:t.startchar]))
+            out.append(self.format_token(text, t, replace))
+            index = t.endchar
+        out.append(htmlescape(text[index:fragment.endchar]))
+        return "".join(out)
+
+
+def _analyzer() -> Any:
+    """Words as people and code write them: nova-compute, l3-agent and CLOUDSTACK-8697 are kept
+    whole and also split into their parts; lower-cased, English stop words dropped, stemmed."""
+    from whoosh.analysis import LowercaseFilter, RegexTokenizer, StemFilter, StopFilter
+
+    return (RegexTokenizer(r"\w+(?:[-.:/]\w+)*") | LowercaseFilter() | CodeWordFilter() | StopFilter(minsize=2)
+            | StemFilter())
+
+
+def _spelling_analyzer() -> Any:
+    from whoosh.analysis import LowercaseFilter, RegexTokenizer
+
+    return RegexTokenizer(r"[A-Za-z][a-z]{3,}") | LowercaseFilter()
+
+
+def schema() -> Any:
+    from whoosh.fields import DATETIME, ID, KEYWORD, NUMERIC, STORED, TEXT, Schema
+
+    text = _analyzer()
+    return Schema(key=ID(stored=True, unique=True), kind=ID(stored=True), id=ID(stored=True),
+                  title=TEXT(analyzer=text, stored=True, field_boost=3.0), text=TEXT(analyzer=text, stored=True),
+                  author=TEXT(stored=False), role=KEYWORD(commas=True, lowercase=True),
+                  list=ID(stored=True), components=KEYWORD(commas=True, lowercase=True, stored=True),
+                  refs=KEYWORD(commas=True, stored=True), status=ID(stored=True),
+                  date=DATETIME(stored=True, sortable=True), year=ID(),
+                  impact=NUMERIC(int, bits=64, stored=True, sortable=True),  # thousandths (float columns fail)
+                  spell=TEXT(analyzer=_spelling_analyzer()), meta=STORED())
+
+
+def _fields(doc: dict[str, Any]) -> dict[str, Any]:
+    out = {k: doc[k] for k in ("key", "kind", "id", "title", "text", "list", "status")}
+    out["text"] = out["text"][:20000]
+    out["author"] = doc.get("author") or ""
+    out["spell"] = f"{doc['title']} {doc['text'][:2000]}"
+    out["role"] = ",".join(doc.get("role") or [])
+    out["components"] = ",".join(doc.get("components") or [])
+    out["refs"] = ",".join(doc.get("refs") or [])
+    if doc.get("date"):
+        out["date"] = doc["date"]
+        out["year"] = str(doc["date"].year)
+    out["impact"] = int(round(1000 * float(doc.get("impact") or 0.0)))
+    return out
+
+
+class WhooshIndex:
+    """The index folder holds generations (`gen-N`) and a `CURRENT` file naming the live one; a
+    rebuild writes a new generation and then replaces `CURRENT` in one rename."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def current(self) -> Path | None:
+        pointer = self.folder / "CURRENT"
+        if not pointer.exists():
+            return None
+        path = self.folder / pointer.read_text().strip()
+        return path if path.exists() else None
+
+    def open(self, *, create: bool = False) -> Any:
+        from whoosh import index
+
+        path = self.current()
+        if path is None:
+            if not create:
+                return None
+            return self._new_generation(activate=True)
+        return index.open_dir(str(path))
+
+    def _new_generation(self, *, activate: bool) -> Any:
+        from whoosh import index
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        n = 1 + max((int(p.name[4:]) for p in self.folder.glob("gen-*") if p.name[4:].isdigit()), default=0)
+        path = self.folder / f"gen-{n}"
+        path.mkdir()
+        ix = index.create_in(str(path), schema())
+        if activate:
+            self._activate(path)
+        return ix
+
+    def _activate(self, path: Path) -> None:
+        tmp = self.folder / "CURRENT.tmp"
+        tmp.write_text(path.name)
+        tmp.replace(self.folder / "CURRENT")
+        for old in self.folder.glob("gen-*"):  # earlier generations are no longer read
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def rebuild(self, docs: Iterable[dict[str, Any]], progress: Any = None) -> int:
+        """Write every document into a fresh generation, then swap it in."""
+        ix = self._new_generation(activate=False)
+        writer = ix.writer(limitmb=256)
+        n = 0
+        for doc in docs:
+            writer.add_document(**_fields(doc))
+            n += 1
+            if progress:
+                progress(1)
+        writer.commit()
+        self._activate(Path(ix.storage.folder))
+        return n
+
+    def update(self, docs: Iterable[dict[str, Any]], delete_keys: Iterable[str] = ()) -> int:
+        """Replace (or add) documents, one writer at a time (waits up to a minute for the lock)."""
+        from whoosh.writing import AsyncWriter  # noqa: F401 - the lock-waiting writer below is its base
+
+        ix = self.open(create=True)
+        fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
+        writer = ix.writer(timeout=60.0, limitmb=128)
+        n = 0
+        try:
+            for key in delete_keys:
+                writer.delete_by_term("key", key)
+            for doc in docs:
+                (writer.add_document if fresh else writer.update_document)(**_fields(doc))
+                n += 1
+        except BaseException:
+            writer.cancel()
+            raise
+        writer.commit()
+        return n
+
+    def more_like(self, key: str, *, limit: int = 10) -> list[dict[str, Any]]:
+        """Documents most like the one with this key (Whoosh's key-term expansion over its text)."""
+        ix = self.open()
+        if ix is None:
+            return []
+        with ix.searcher() as searcher:
+            docnum = searcher.document_number(key=key)
+            if docnum is None:
+                return []
+            return [{"kind": h["kind"], "id": int(h["id"]), "title": h["title"], "score": round(float(h.score), 4)}
+                    for h in searcher.more_like(docnum, "text", top=limit)]
+
+    def search(self, q: Query, *, sort: str = "relevance", page: int = 1, per_page: int = 20) -> dict[str, Any]:
+        from whoosh import qparser, sorting
+        from whoosh.query import And, DateRange, Every, Not, Or, Term
+
+        ix = self.open()
+        empty = {"total": 0, "facets": {f: {} for f in FACETS}, "hits": [], "suggestion": None}
+        if ix is None:
+            return empty
+        parser = qparser.MultifieldParser(["title", "text", "author", "refs"], ix.schema, group=qparser.AndGroup)
+        # "-word" excludes a word; a hyphen inside a word (l3-agent) is part of it.
+        parser.add_plugin(qparser.PlusMinusPlugin(plusexpr=r"(?:^|(?<=\s))\+", minusexpr=r"(?:^|(?<=\s))-"))
+        parser.remove_plugin_class(qparser.FieldsPlugin)  # our filters are parsed apart; no field syntax here
+        words = parser.parse(q.words) if q.words else Every()
+        parts = [words]
+        field_of = {"component": "components", "list": "list", "from": "role", "status": "status", "ref": "refs",
+                    "kind": "kind"}
+        for key, values in q.filters.items():
+            parts.append(Or([Term(field_of[key], v) for v in values]))
+        for key, values in q.excluded.items():
+            parts.append(Not(Or([Term(field_of[key], v) for v in values])))
+        if q.after or q.before:
+            parts.append(DateRange("date", q.after, q.before, endexcl=True))
+        query = And(parts) if len(parts) > 1 else words
+        facets = {name: sorting.FieldFacet({"component": "components"}.get(name, name),
+                                           allow_overlap=name in ("component", "role"), maptype=sorting.Count)
+                  for name in FACETS}
+        sortedby = {"relevance": None, "date": sorting.FieldFacet("date", reverse=True),
+                    "impact": sorting.FieldFacet("impact", reverse=True)}[sort]
+        with ix.searcher() as searcher:
+            results = searcher.search_page(query, page, pagelen=per_page, sortedby=sortedby, groupedby=facets,
+                                           terms=True)
+            results.results.fragmenter.charlimit = None
+            results.results.formatter = MarkFormatter()
+            hits = []
+            for hit in results:
+                snippet = hit.highlights("text", top=2) or hit.highlights("title") or _escape(hit["text"][:240])
+                meta = {"kind": hit["kind"], "id": int(hit["id"]), "title": hit["title"], "snippet": snippet,
+                        "list": hit.get("list") or None, "components": [c for c in (hit.get("components") or
+                                                                                     "").split(",") if c],
+                        "refs": [r for r in (hit.get("refs") or "").split(",") if r],
+                        "status": hit.get("status") or None,
+                        "date": hit["date"].isoformat() + "Z" if hit.get("date") else None,
+                        "score": round(float(hit.score or 0.0), 4)}
+                hits.append(meta)
+            total = results.total
+            counts = {name: dict(sorted(results.results.groups(name).items(), key=lambda kv: (-kv[1], str(kv[0]))))
+                      for name in FACETS}
+            suggestion = did_you_mean(searcher, q.words) if q.words and total < 3 else None
+        return {"total": total, "facets": {k: {str(n): c for n, c in v.items() if n not in (None, "")}
+                                           for k, v in counts.items()},
+                "hits": hits, "suggestion": suggestion}
+
+
+def did_you_mean(searcher: Any, words: str) -> str | None:
+    """The query with each word nobody wrote replaced by the closest word that is in the index."""
+    changed = False
+    out = []
+    for word in re.findall(r"\S+", words):
+        bare = word.lower().strip('"+-')
+        stems = [t.text for t in _analyzer()(bare)]
+        known = any(searcher.doc_frequency(f, t) for t in stems for f in ("text", "title"))
+        if re.fullmatch(r"[a-z]{4,}", bare) and not known:
+            found = searcher.suggest("spell", bare, limit=1, maxdist=2)
+            if found:
+                word = word.replace(bare, found[0]) if bare in word else found[0]
+                changed = True
+        out.append(word)
+    return " ".join(out) if changed else None
+
+
+def _escape(text: str) -> str:
+    from markupsafe import escape
+
+    return str(escape(text))
+
+
+def index_for(config: Any) -> WhooshIndex:
+    return WhooshIndex(Path(str(config["DATA_DIR"])) / "search")
+
+
+def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (), painpoints: bool = True,
+            tickets: bool = True) -> int:
+    """Bring the index up to date after the database committed: the given threads, and every
+    pain point and ticket (few, and their status moves with any import)."""
+    from .models import Ticket
+
+    idx = index_for(config)
+    docs: list[dict[str, Any]] = list(thread_documents(session, sorted(set(thread_ids)))) if thread_ids else []
+    gone: list[str] = []
+    if painpoints:
+        from .models import PainPoint
+
+        docs += list(painpoint_documents(session))
+        gone += [f"painpoint:{i}" for i in session.execute(select(PainPoint.id).where(
+            PainPoint.merged_into_id.is_not(None))).scalars()]
+    if tickets:
+        docs += list(ticket_documents(session, None)) if session.execute(select(func.count(Ticket.id))
+                                                                          ).scalar_one() else []
+    return idx.update(docs, gone)
+
+
+def stats(config: Any) -> dict[str, Any]:
+    idx = index_for(config)
+    ix = idx.open()
+    if ix is None:
+        return {"documents": 0, "generation": None}
+    return {"documents": ix.doc_count(), "generation": idx.current().name if idx.current() else None}
+
+
+def saved_search_json(q: str) -> str:
+    return json.dumps({"q": q})

@@ -1,0 +1,115 @@
+"""Search: the query language, facets, snippets, did-you-mean, the page, the API and the CLI, over
+real archives imported into a real Whoosh index."""
+
+import json
+import re
+
+import pytest
+
+from portal.search import SearchError, parse
+
+
+@pytest.fixture
+def seeded(import_paths, shared, tmp_path):
+    (tmp_path / "hostile.mbox").write_text(
+        "From x@y Mon Sep  1 10:00:00 2014\nFrom: Mallory <m@evil.example>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+        "Subject: quota <script>alert(1)</script> drift\nMessage-ID: <h@x>\nList-Id: <ops.lists.example.org>\n\n"
+        "Our quota usage is broken after resize <img src=x onerror=alert(2)> in production.\n\n", encoding="utf-8")
+    summary = import_paths(shared / "seeds", tmp_path / "hostile.mbox")
+    assert summary["indexed"] > 0 and "index_problem" not in summary
+    return summary
+
+
+def search(client, **params):
+    response = client.get("/api/v1/search", query_string=params)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def test_the_query_language_is_parsed_into_words_and_filters():
+    q = parse('routers "default route" -vote component:networking list:ops from:operator status:untracked '
+              'ref:lp:1234567 -kind:ticket after:2014-05 before:2015')
+    assert q.words == 'routers "default route" -vote'
+    assert q.filters == {"component": ["networking"], "list": ["ops"], "from": ["operator"], "status": ["untracked"],
+                         "ref": ["lp:1234567"]}
+    assert q.excluded == {"kind": ["ticket"]}
+    assert (q.after.isoformat(), q.before.isoformat()) == ("2014-05-01T00:00:00", "2015-01-01T00:00:00")
+    with pytest.raises(SearchError):
+        parse("after:2014-13")
+
+
+def test_the_obvious_query_finds_the_obvious_thread_first(seeded, client):
+    result = search(client, q="VPC default route virtual router", kind="thread")
+    assert result["hits"][0]["title"] == "Blameless post mortem"
+    assert "<mark>" in result["hits"][0]["snippet"]
+    openqa = search(client, q="isotovideo", kind="thread")
+    assert openqa["hits"][0]["title"].startswith("Action #175518")
+    code = search(client, q="CLOUDSTACK-8697")
+    assert any(h["title"] == "Blameless post mortem" for h in code["hits"])
+    assert search(client, q="ref:jira:CLOUDSTACK-8697")["total"] >= 1
+
+
+def test_facets_count_and_filters_narrow(seeded, client):
+    everything = search(client, q="router")
+    assert everything["total"] > 1
+    kinds = everything["facets"]["kind"]
+    assert sum(kinds.values()) == everything["total"]
+    narrowed = search(client, q="router", kind="painpoint")
+    assert narrowed["total"] == kinds.get("painpoint", 0) < everything["total"]
+    lists = everything["facets"]["list"]
+    name, count = next(iter(lists.items()))
+    assert search(client, q=f"router list:{name}")["total"] == count
+    assert search(client, q="router -kind:thread")["total"] == everything["total"] - kinds["thread"]
+    assert search(client, q="router after:2030")["total"] == 0
+    years = everything["facets"]["year"]
+    assert all(re.fullmatch(r"\d{4}", y) for y in years)
+
+
+def test_typos_get_a_suggestion_and_markup_never_runs(seeded, client):
+    typo = search(client, q="isotovido")
+    assert typo["total"] == 0 and typo["suggestion"] == "isotovideo"
+    hostile = search(client, q="quota drift")
+    hit = next(h for h in hostile["hits"] if h["kind"] == "thread")
+    assert "<" not in re.sub(r"</?mark>", "", hit["snippet"])  # everything but the marks is escaped
+    assert "&lt;script&gt;" in hit["title"] or "<script>" in hit["title"]  # titles are data; pages escape them
+    page = client.get("/search", query_string={"q": "quota drift"}).get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page and "<img src=x" not in page and "<mark>" in page
+
+
+def test_the_page_shows_facets_paging_help_and_errors(seeded, client):
+    page = client.get("/search", query_string={"q": "router"}).get_data(as_text=True)
+    assert 'class="facets"' in page and "How to search" in page and "more like this" in page
+    bad = client.get("/search", query_string={"q": "router after:2014-13"})
+    assert bad.status_code == 422 and 'id="q-error"' in bad.get_data(as_text=True)
+    assert "Ask what operators said" in client.get("/search").get_data(as_text=True)
+    key = "thread:" + str(search(client, q="Blameless", kind="thread")["hits"][0]["id"])
+    like = client.get("/search", query_string={"like": key}).get_data(as_text=True)
+    assert "More like this" in like
+
+
+def test_api_and_cli_check_their_parameters(seeded, client, runner, app):
+    assert client.get("/api/v1/search?q=x&sort=random").status_code == 400
+    assert client.get("/api/v1/search?q=x&page=0").status_code == 400
+    assert client.get("/api/v1/search?q=after:20x").get_json()["errors"]["q"].startswith("dates are")
+    out = runner.invoke(args=["search", "--json", "VPC", "default", "route"])
+    data = json.loads(out.output)
+    assert set(data) >= {"total", "facets", "hits"} and data["hits"][0]["title"] == "Blameless post mortem"
+    text = runner.invoke(args=["search", "isotovido"]).output
+    assert "did you mean: isotovideo" in text
+    app.config["PRIVATE"] = True
+    assert client.get("/api/v1/search?q=x").status_code == 401
+
+
+def test_rebuild_swaps_in_a_fresh_index_and_imports_update_it(seeded, client, runner, import_paths, tmp_path):
+    before = json.loads(runner.invoke(args=["index", "stats"]).output)
+    assert runner.invoke(args=["index", "rebuild"]).exit_code == 0
+    after = json.loads(runner.invoke(args=["index", "stats"]).output)
+    assert after["documents"] == before["documents"] and after["generation"] != before["generation"]
+    assert search(client, q="isotovideo")["total"] >= 1
+    (tmp_path / "new.mbox").write_text(
+        "From x@y Mon Sep  1 10:00:00 2014\nFrom: Ana <ana@telco.example>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+        "Subject: zanzibar cluster outage\nMessage-ID: <z@x>\n\nThe zanzibar cells are broken, an outage.\n\n",
+        encoding="utf-8")
+    import_paths(tmp_path / "new.mbox")
+    found = search(client, q="zanzibar")
+    assert {h["kind"] for h in found["hits"]} == {"thread", "painpoint"}
