@@ -407,3 +407,15 @@ class SourceDocument(SQLModel, table=True):
     last_modified: str = Field(default="", max_length=100)
     sha256: str = Field(default="", max_length=64)
     fetched_at: datetime | None = Field(default=None, sa_type=DateTime)
+
+
+class SavedSearch(SQLModel, table=True):
+    """A user's saved query, followed as an Atom feed. The feed's secret is stored hashed."""
+
+    __tablename__ = "saved_search"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user_account.id", index=True)
+    name: str = Field(max_length=200)
+    query: str = Field(sa_column=Column(Text, nullable=False))  # JSON: q and the filters
+    feed_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)

@@ -154,13 +154,20 @@ def painpoint_documents(session: Session, ids: list[int] | None = None) -> Itera
 
     q = select(PainPoint).where(PainPoint.merged_into_id.is_(None)).order_by(PainPoint.id)
     points = list(session.execute(q if ids is None else q.where(PainPoint.id.in_(ids))).scalars())
+    from .similar import thread_docs
+
     for chunk in (points[i:i + 500] for i in range(0, len(points), 500)):
         facts = gather(session, [p.id or 0 for p in chunk], [], people=False)
+        # A pain point reads as its reports: their subjects and the start of what they say.
+        members = [t for p in chunk for t in facts.threads.get(p.id or 0, [])]
+        docs = {int(d.id): d for d in thread_docs(session, members)}
         for p in chunk:
             if not p.reports:
                 continue
+            reports = [docs[t] for t in facts.threads.get(p.id or 0, []) if t in docs][:20]
+            text = "\n".join(f"{d.title}\n{d.text[:1000]}" for d in reports)
             yield {"key": f"painpoint:{p.id}", "kind": "painpoint", "id": str(p.id), "title": p.title,
-                   "text": p.title, "author": "", "role": ["operator"] if p.operators else [], "list": "",
+                   "text": text or p.title, "author": "", "role": ["operator"] if p.operators else [], "list": "",
                    "components": _parents(c for c in p.components.split(",") if c),
                    "refs": facts.refs.get(p.id or 0, []), "status": p.status,
                    "date": p.last_reported or p.first_reported, "impact": float(p.impact)}

@@ -20,7 +20,8 @@ bp = Blueprint("web", __name__)
 
 @bp.before_request
 def _gate() -> Any:
-    if request.endpoint not in ("web.healthz", "web.signin", "web.signout", "web.unsubscribe_view", "static") \
+    if request.endpoint not in ("web.healthz", "web.signin", "web.signout", "web.unsubscribe_view", "web.saved_feed",
+                                "static") \
             and not read_allowed():
         return render_template("private.html"), 401
     return None
@@ -539,3 +540,78 @@ def search_page() -> Any:
     pages = max(1, min(500, (result["total"] + 19) // 20))
     return render_template("search.html", values=values, result=result, errors=errors, page=page, pages=pages,
                            sort=sort, similar=similar, facet_names=FACETS), 422 if errors else 200
+
+
+@bp.route("/saved", methods=["GET", "POST"])
+def saved_searches() -> Any:
+    """A signed-in user's saved searches: save the current query, list them with their feeds,
+    delete one. The feed URL carries a secret shown here (stored hashed), so a feed reader needs no
+    session even on a private deployment."""
+    import json as _json
+    import secrets
+
+    from ..auth import hash_token
+    from ..models import SavedSearch
+
+    user = current_user()
+    if user is None:
+        return redirect(url_for("web.signin", next=request.full_path))
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        if request.form.get("action") == "delete":
+            row = db().get(SavedSearch, int(request.form.get("id", "0") or 0))
+            if row is None or row.user_id != user.id:
+                abort(404)
+            db().delete(row)
+            db().commit()
+            flash("Saved search deleted.")
+            return redirect(url_for("web.saved_searches"))
+        name = request.form.get("name", "").strip()
+        query = {k: request.form.get(k, "").strip() for k in ("q", "component", "list", "status", "kind")}
+        if not name or len(name) > 200:
+            errors["name"] = "Give the search a name (at most 200 characters)."
+        if not any(query.values()):
+            errors["q"] = "There is nothing to save: search for something first."
+        if not errors:
+            secret = secrets.token_urlsafe(24)
+            db().add(SavedSearch(user_id=user.id or 0, name=name, query=_json.dumps(query),
+                                 feed_hash=hash_token(secret)))
+            db().commit()
+            session["new_feed"] = secret
+            flash(f"Saved “{name}”. Its feed address is shown once below; copy it into your feed reader.")
+            return redirect(url_for("web.saved_searches"))
+    rows = db().execute(select(SavedSearch).where(SavedSearch.user_id == user.id)
+                        .order_by(SavedSearch.created_at.desc())).scalars().all()
+    items = [{"id": r.id, "name": r.name, "query": _json.loads(r.query), "created": r.created_at} for r in rows]
+    new_feed = session.pop("new_feed", None)
+    return render_template("saved.html", items=items, errors=errors, form=request.form,
+                           new_feed=url_for("web.saved_feed", secret=new_feed, _external=True) if new_feed else None
+                           ), 422 if errors else 200
+
+
+@bp.get("/saved/<secret>.atom")
+def saved_feed(secret: str) -> Any:
+    """A saved search as an Atom feed: its newest 20 hits."""
+    import json as _json
+
+    from ..auth import hash_token
+    from ..models import SavedSearch
+    from ..search import index_for, parse
+
+    row = db().execute(select(SavedSearch).where(SavedSearch.feed_hash == hash_token(secret))).scalars().first()
+    if row is None:
+        abort(404)
+    query = _json.loads(row.query)
+    result = index_for(current_app.config).search(
+        parse(query.get("q", ""), {k: query.get(k, "") for k in ("component", "list", "status", "kind")}),
+        sort="date", per_page=20)
+    links = {"thread": "web.thread", "painpoint": "web.painpoint"}
+    entries = []
+    for h in result["hits"]:
+        args = {"thread_id": h["id"]} if h["kind"] == "thread" else {"pp_id": h["id"]}
+        url = url_for(links[h["kind"]], _external=True, **args) if h["kind"] in links else \
+            url_for("web.search_page", q=f"ref:{h['refs'][0]}" if h["refs"] else h["title"], _external=True)
+        entries.append({**h, "url": url})
+    body = render_template("saved.atom.xml", name=row.name, entries=entries,
+                           self_url=request.url, updated=entries[0]["date"] if entries else None)
+    return body, 200, {"Content-Type": "application/atom+xml; charset=utf-8"}

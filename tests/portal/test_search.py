@@ -113,3 +113,32 @@ def test_rebuild_swaps_in_a_fresh_index_and_imports_update_it(seeded, client, ru
     import_paths(tmp_path / "new.mbox")
     found = search(client, q="zanzibar")
     assert {h["kind"] for h in found["hits"]} == {"thread", "painpoint"}
+
+
+def test_saved_searches_are_followed_as_atom_feeds(seeded, client, runner, app):
+    from xml.etree import ElementTree
+
+    runner.invoke(args=["users", "create", "--email", "dev@x.org", "--role", "developer"])
+    token = runner.invoke(args=["tokens", "create", "--email", "dev@x.org"]).output.strip().splitlines()[-1]
+    assert client.get("/saved").status_code == 302
+    app.config["WTF_CSRF_ENABLED"] = True
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/signin").get_data(as_text=True)).group(1)
+    client.post("/signin", data={"token": token, "csrf_token": csrf})
+    page = client.get("/search", query_string={"q": "router", "kind": "painpoint"}).get_data(as_text=True)
+    assert "Save this search" in page
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    bad = client.post("/saved", data={"name": "", "q": "router", "csrf_token": csrf})
+    assert bad.status_code == 422 and 'id="save-error"' in bad.get_data(as_text=True)
+    saved = client.post("/saved", data={"name": "router pain", "q": "router", "kind": "painpoint", "csrf_token": csrf},
+                        follow_redirects=True).get_data(as_text=True)
+    feed_url = re.search(r"Feed: <code>(http[^<]+)</code>", saved).group(1)
+    assert "router pain" in saved
+    assert "Feed:" not in client.get("/saved").get_data(as_text=True)  # the secret is shown once
+    client.post("/signout", data={"csrf_token": csrf})
+    app.config["PRIVATE"] = True  # a feed reader has no session: the secret in the URL is enough
+    feed = client.get(feed_url.replace("http://localhost", ""))
+    assert feed.status_code == 200 and feed.headers["Content-Type"].startswith("application/atom+xml")
+    entries = ElementTree.fromstring(feed.data).findall("{http://www.w3.org/2005/Atom}entry")
+    assert entries and all("/painpoints/" in e.find("{http://www.w3.org/2005/Atom}link").get("href")
+                           for e in entries)
+    assert client.get("/saved/not-a-secret.atom").status_code == 404
