@@ -72,6 +72,9 @@ DEFAULTS: dict[str, object] = {
     "FETCH_ALLOW_HOSTS": "",
     "FETCH_HOST_INTERVAL": 1.0,
     "FETCH_MAX_BYTES": 50 * 1024 * 1024,
+    # Search backend: "whoosh" (files in DATA_DIR/search, one host) or "postgres" (full-text search
+    # in the PostgreSQL database, for web workers on several hosts).
+    "SEARCH_BACKEND": "whoosh",
     # How often the scheduler looks for sources that are due.
     "SOURCES_CHECK_MINUTES": 5,
 }

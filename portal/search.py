@@ -437,7 +437,177 @@ def _escape(text: str) -> str:
     return str(escape(text))
 
 
-def index_for(config: Any) -> WhooshIndex:
+class PostgresIndex:
+    """The same interface on PostgreSQL full-text search (a tsvector column with a GIN index), for
+    deployments whose web workers on several hosts share one database and no disk."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+
+    def _rows(self, docs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for d in docs:
+            yield {"key": d["key"], "kind": d["kind"], "ref_id": int(d["id"]), "title": d["title"] or "",
+                   "body": (d["text"] or "")[:20000], "author": d.get("author") or "",
+                   "roles": list(d.get("role") or []), "list": d.get("list") or "",
+                   "components": [c.lower() for c in d.get("components") or []], "refs": list(d.get("refs") or []),
+                   "status": d.get("status") or "", "date": d.get("date"),
+                   "year": d["date"].year if d.get("date") else None, "impact": float(d.get("impact") or 0.0)}
+
+    _UPSERT = """INSERT INTO search_doc (key, kind, ref_id, title, body, author, roles, list, components, refs,
+                     status, date, year, impact)
+                 VALUES (:key, :kind, :ref_id, :title, :body, :author, :roles, :list, :components, :refs, :status,
+                         :date, :year, :impact)
+                 ON CONFLICT (key) DO UPDATE SET kind = EXCLUDED.kind, ref_id = EXCLUDED.ref_id,
+                     title = EXCLUDED.title, body = EXCLUDED.body, author = EXCLUDED.author, roles = EXCLUDED.roles,
+                     list = EXCLUDED.list, components = EXCLUDED.components, refs = EXCLUDED.refs,
+                     status = EXCLUDED.status, date = EXCLUDED.date, year = EXCLUDED.year, impact = EXCLUDED.impact"""
+
+    def _write(self, conn: Any, docs: Iterable[dict[str, Any]], progress: Any = None) -> int:
+        from sqlalchemy import text
+
+        n, batch, words = 0, [], set[str]()
+        for row in self._rows(docs):
+            batch.append(row)
+            words.update(w.lower() for w in re.findall(r"[A-Za-z][a-z]{3,}", f"{row['title']} {row['body'][:2000]}"))
+            if len(batch) >= 500:
+                conn.execute(text(self._UPSERT), batch)
+                n, batch = n + len(batch), []
+            if progress:
+                progress(1)
+        if batch:
+            conn.execute(text(self._UPSERT), batch)
+            n += len(batch)
+        if words:
+            conn.execute(text("INSERT INTO search_word (word) SELECT unnest(CAST(:w AS text[])) "
+                              "ON CONFLICT DO NOTHING"), {"w": sorted(words)})
+        return n
+
+    def rebuild(self, docs: Iterable[dict[str, Any]], progress: Any = None) -> int:
+        """Replace every document in one transaction: readers see the old set until it commits."""
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            conn.execute(text("DELETE FROM search_doc"))
+            return self._write(conn, docs, progress)
+
+    def update(self, docs: Iterable[dict[str, Any]], delete_keys: Iterable[str] = ()) -> int:
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            keys = list(delete_keys)
+            if keys:
+                conn.execute(text("DELETE FROM search_doc WHERE key = ANY(:k)"), {"k": keys})
+            return self._write(conn, docs)
+
+    def _where(self, q: Query) -> tuple[str, dict[str, Any]]:
+        """SQL conditions for a query. Only fixed column names and operators are written into the
+        SQL (filter keys come from FILTER_KEYS); every value is a bound parameter."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if q.words:
+            clauses.append("tsv @@ websearch_to_tsquery('english', :words)")
+            params["words"] = q.words
+        column = {"component": "components", "from": "roles", "ref": "refs"}
+        for n, (key, values) in enumerate(q.filters.items()):
+            params[f"f{n}"] = values
+            clauses.append(f"{column[key]} && CAST(:f{n} AS text[])" if key in column
+                           else f"{key} = ANY(CAST(:f{n} AS text[]))")
+        for n, (key, values) in enumerate(q.excluded.items()):
+            params[f"x{n}"] = values
+            clauses.append(f"NOT ({column[key]} && CAST(:x{n} AS text[]))" if key in column
+                           else f"NOT ({key} = ANY(CAST(:x{n} AS text[])))")
+        if q.after:
+            clauses.append("date >= :after")
+            params["after"] = q.after
+        if q.before:
+            clauses.append("date < :before")
+            params["before"] = q.before
+        return (" AND ".join(clauses) or "TRUE"), params
+
+    def search(self, q: Query, *, sort: str = "relevance", page: int = 1, per_page: int = 20) -> dict[str, Any]:
+        from sqlalchemy import text
+
+        where, params = self._where(q)
+        rank = "ts_rank_cd(tsv, websearch_to_tsquery('english', :words))" if q.words else "CAST(0 AS real)"
+        order = {"relevance": f"{rank} DESC, date DESC NULLS LAST", "date": "date DESC NULLS LAST",
+                 "impact": "impact DESC, date DESC NULLS LAST"}[sort]
+        escaped = "replace(replace(replace(body, '&', '&amp;'), '<', '&lt;'), '>', '&gt;')"
+        snippet = (f"ts_headline('english', {escaped}, websearch_to_tsquery('english', :words), "
+                   "'StartSel=<mark>, StopSel=</mark>, MaxFragments=2, MaxWords=30, MinWords=12, "
+                   "FragmentDelimiter=\" … \"')") if q.words else f"left({escaped}, 240)"
+        with self.engine.connect() as conn:
+            # Composed from fixed SQL only (see _where); values are bound parameters.
+            total = conn.execute(text(f"SELECT count(*) FROM (SELECT 1 FROM search_doc WHERE {where} "  # noqa: S608
+                                      f"LIMIT {HIT_CAP}) capped"), params).scalar_one()
+            rows = conn.execute(text(
+                f"SELECT kind, ref_id, title, {snippet} AS snippet, list, components, refs, status, date, "  # noqa: S608
+                f"{rank} AS score FROM search_doc WHERE {where} ORDER BY {order} LIMIT :limit OFFSET :offset"),
+                {**params, "limit": per_page, "offset": (page - 1) * per_page}).all()
+            facets: dict[str, dict[str, int]] = {}
+            for name, expr in (("kind", "kind"), ("component", "unnest(components)"), ("list", "list"),
+                               ("status", "status"), ("year", "CAST(year AS text)"), ("role", "unnest(roles)")):
+                facets[name] = {str(v): c for v, c in conn.execute(text(
+                    f"SELECT v, count(*) FROM (SELECT {expr} AS v FROM search_doc WHERE {where}) f "  # noqa: S608
+                    "WHERE v IS NOT NULL AND v <> '' GROUP BY v ORDER BY count(*) DESC, v LIMIT 50"), params)}
+            suggestion = self._did_you_mean(conn, q.words) if q.words and total < 3 else None
+        hits = [{"kind": r.kind, "id": r.ref_id, "title": r.title, "snippet": r.snippet, "list": r.list or None,
+                 "components": list(r.components), "refs": list(r.refs), "status": r.status or None,
+                 "date": r.date.isoformat() + "Z" if r.date else None, "score": round(float(r.score), 4)}
+                for r in rows]
+        return {"total": total, "facets": facets, "hits": hits, "suggestion": suggestion}
+
+    def _did_you_mean(self, conn: Any, words: str) -> str | None:
+        from sqlalchemy import text
+
+        try:
+            with conn.begin_nested():
+                changed, out = False, []
+                for word in re.findall(r"\S+", words):
+                    bare = word.lower().strip('"+-')
+                    known = conn.execute(text("SELECT 1 FROM search_word WHERE word = :w"), {"w": bare}).first()
+                    if re.fullmatch(r"[a-z]{4,}", bare) and not known:
+                        found = conn.execute(text(
+                            "SELECT word FROM search_word WHERE word % :w ORDER BY similarity(word, :w) DESC, word "
+                            "LIMIT 1"), {"w": bare}).scalar()
+                        if found:
+                            word, changed = word.replace(bare, found), True
+                    out.append(word)
+                return " ".join(out) if changed else None
+        except Exception:  # noqa: BLE001 - pg_trgm missing: no suggestion, search still answers
+            return None
+
+    def more_like(self, key: str, *, limit: int = 10) -> list[dict[str, Any]]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            title = conn.execute(text("SELECT title FROM search_doc WHERE key = :k"), {"k": key}).scalar()
+            if not title:
+                return []
+            words = " OR ".join(re.findall(r"[A-Za-z0-9]{3,}", title)[:12])
+            rows = conn.execute(text(
+                "SELECT kind, ref_id, title, ts_rank_cd(tsv, websearch_to_tsquery('english', :q)) AS score "
+                "FROM search_doc WHERE key <> :k AND tsv @@ websearch_to_tsquery('english', :q) "
+                "ORDER BY score DESC LIMIT :n"), {"q": words, "k": key, "n": limit}).all()
+        return [{"kind": r.kind, "id": r.ref_id, "title": r.title, "score": round(float(r.score), 4)} for r in rows]
+
+    def stats(self) -> dict[str, Any]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            return {"documents": conn.execute(text("SELECT count(*) FROM search_doc")).scalar_one(),
+                    "generation": "postgresql"}
+
+
+def index_for(config: Any) -> WhooshIndex | PostgresIndex:
+    """The configured backend: Whoosh files in the data folder (default), or PostgreSQL's own
+    full-text search when EARSHOT_SEARCH_BACKEND=postgres (the database must be PostgreSQL)."""
+    backend = str(config.get("SEARCH_BACKEND") or "whoosh").lower()
+    if backend == "postgres":
+        from . import db as dbmod
+
+        if not str(config["SQLALCHEMY_URL"]).startswith("postgresql"):
+            raise SearchError("backend", "EARSHOT_SEARCH_BACKEND=postgres needs a PostgreSQL database")
+        return PostgresIndex(dbmod.engine())
     return WhooshIndex(Path(str(config["DATA_DIR"])) / "search")
 
 
@@ -464,6 +634,8 @@ def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (), pa
 
 def stats(config: Any) -> dict[str, Any]:
     idx = index_for(config)
+    if isinstance(idx, PostgresIndex):
+        return idx.stats()
     ix = idx.open()
     if ix is None:
         return {"documents": 0, "generation": None}

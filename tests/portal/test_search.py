@@ -104,7 +104,9 @@ def test_rebuild_swaps_in_a_fresh_index_and_imports_update_it(seeded, client, ru
     before = json.loads(runner.invoke(args=["index", "stats"]).output)
     assert runner.invoke(args=["index", "rebuild"]).exit_code == 0
     after = json.loads(runner.invoke(args=["index", "stats"]).output)
-    assert after["documents"] == before["documents"] and after["generation"] != before["generation"]
+    assert after["documents"] == before["documents"]
+    if after["generation"] != "postgresql":  # Whoosh writes a new generation and swaps it in
+        assert after["generation"] != before["generation"]
     assert search(client, q="isotovideo")["total"] >= 1
     (tmp_path / "new.mbox").write_text(
         "From x@y Mon Sep  1 10:00:00 2014\nFrom: Ana <ana@telco.example>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
