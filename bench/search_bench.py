@@ -1,0 +1,115 @@
+"""Search: index build rate and query latency beside `notmuch search` on the same messages.
+
+    python bench/search_bench.py [--messages 100000] [--runs 5]
+
+Generates N messages with the project's demo generator as a Maildir, imports them with
+`flask import` (which also writes the index), times `flask index rebuild` (documents per second),
+then times a fixed query mix (one, two and three words, rare and very common) through the same
+search call the page and the API use (top 20 hits with facets), and `notmuch search --limit=20`
+on the same Maildir (after `notmuch new`), in the same run. Prints JSON on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from portal.demo import write_maildir  # noqa: E402
+
+QUERIES = {
+    "one_rare": ["grenade", "ldap", "novalidhost"],
+    "one_common": ["instances", "release", "week"],
+    "two": ["quota usage", "default routes", "volumes detaching"],
+    "three": ["token validation ldap", "routers missing restarts", "instances full hosts"],
+}
+
+
+def pct(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return round(1000 * ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))], 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="earshot-search-"))
+    try:
+        maildir = write_maildir(work / "Maildir", args.messages, seed=13)
+        env = {**os.environ, "EARSHOT_DATA_DIR": str(work / "data"), "FLASK_APP": "app.py"}
+        env.pop("EARSHOT_DATABASE_URL", None)
+        env.pop("EARSHOT_SEARCH_BACKEND", None)
+        flask = [sys.executable, "-m", "flask"]
+        subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
+        print(f"importing {args.messages} messages", file=sys.stderr)
+        start = time.perf_counter()
+        subprocess.run([*flask, "import", str(maildir)], env=env, cwd=ROOT, check=True, capture_output=True)
+        import_s = time.perf_counter() - start
+        start = time.perf_counter()
+        out = subprocess.run([*flask, "index", "rebuild"], env=env, cwd=ROOT, check=True, capture_output=True,
+                             text=True).stdout
+        rebuild_s = time.perf_counter() - start
+        documents = int(out.split()[1])
+
+        from portal import create_app
+        from portal.search import index_for, parse
+
+        app = create_app({"DATA_DIR": str(work / "data"), "DATABASE_URL": "", "SECRET_KEY": "bench"})
+        ours: dict[str, list[float]] = {k: [] for k in QUERIES}
+        with app.app_context():
+            index = index_for(app.config)
+            index.search(parse("warm up"))
+            for _ in range(args.runs):
+                for group, queries in QUERIES.items():
+                    for q in queries:
+                        t = time.perf_counter()
+                        index.search(parse(q), per_page=20)
+                        ours[group].append(time.perf_counter() - t)
+        theirs: dict[str, list[float]] = {k: [] for k in QUERIES}
+        notmuch_new_s = None
+        if shutil.which("notmuch"):
+            config = work / "notmuch-config"
+            config.write_text(f"[database]\npath={maildir}\n[new]\ntags=inbox;\n[maildir]\nsynchronize_flags=false\n")
+            nenv = {**os.environ, "NOTMUCH_CONFIG": str(config)}
+            start = time.perf_counter()
+            subprocess.run(["notmuch", "new", "--quiet"], env=nenv, check=True, capture_output=True)
+            notmuch_new_s = time.perf_counter() - start
+            for _ in range(args.runs):
+                for group, queries in QUERIES.items():
+                    for q in queries:
+                        t = time.perf_counter()
+                        subprocess.run(["notmuch", "search", "--limit=20", "--output=threads", *q.split()],
+                                       env=nenv, check=True, capture_output=True)
+                        theirs[group].append(time.perf_counter() - t)
+        every_ours = [v for vs in ours.values() for v in vs]
+        every_theirs = [v for vs in theirs.values() for v in vs]
+        result = {
+            "messages": args.messages, "documents": documents,
+            "import_s": round(import_s, 1), "import_msgs_per_s": round(args.messages / import_s, 1),
+            "rebuild_s": round(rebuild_s, 1), "index_docs_per_s": round(documents / rebuild_s, 1),
+            "notmuch_new_s": round(notmuch_new_s, 1) if notmuch_new_s else None,
+            "p50_ms": pct(every_ours, 50), "p95_ms": pct(every_ours, 95),
+            "by_kind": {g: {"p50_ms": pct(v, 50), "p95_ms": pct(v, 95)} for g, v in ours.items()},
+            "notmuch_p50_ms": pct(every_theirs, 50) if every_theirs else None,
+            "notmuch_p95_ms": pct(every_theirs, 95) if every_theirs else None,
+            "notmuch_by_kind": {g: {"p50_ms": pct(v, 50), "p95_ms": pct(v, 95)} for g, v in theirs.items() if v},
+            "note": "notmuch times include starting the notmuch process, as a user runs it",
+        }
+        print(json.dumps(result))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
