@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ FILTER_KEYS = ("component", "list", "from", "status", "ref", "kind", "after", "b
 _FILTER_RE = re.compile(r'(?<!\S)(-?)(' + "|".join(FILTER_KEYS) + r'):("([^"]*)"|\S+)', re.I)
 FACETS = ("kind", "component", "list", "status", "year", "role")
 SORTS = ("relevance", "date", "impact")
-HIT_CAP = 10_000  # counted exactly up to here; above, the total is an estimate
+HIT_CAP = 10_000  # PostgreSQL counts exactly up to here
+COUNT_CAP = 100_000  # Whoosh counts (and facets) exactly up to here; above, estimates
 
 
 class SearchError(ValueError):
@@ -109,11 +111,8 @@ def thread_documents(session: Session, thread_ids: list[int] | None = None) -> I
     from .models import MailingList, Message, PainPoint, PainPointMember, Person, Thread
     from .threads import thread_components, thread_refs
 
-    q = select(Thread.id).order_by(Thread.id)
-    if thread_ids is not None:
-        q = q.where(Thread.id.in_(thread_ids)) if len(thread_ids) < 30000 else q
-    ids = list(session.execute(q).scalars()) if thread_ids is None or len(thread_ids) >= 30000 else \
-        sorted(set(thread_ids))
+    ids = list(session.execute(select(Thread.id).order_by(Thread.id)).scalars()) if thread_ids is None \
+        else sorted(set(thread_ids))  # read 500 at a time below, whatever their number
     for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
         threads = {t.id: (t, name) for t, name in session.execute(
             select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
@@ -248,7 +247,7 @@ def schema() -> Any:
     text = _analyzer()
     return Schema(key=ID(stored=True, unique=True), kind=ID(stored=True), id=ID(stored=True),
                   title=TEXT(analyzer=text, stored=True, field_boost=3.0), text=TEXT(analyzer=text, stored=True),
-                  author=TEXT(stored=False), role=KEYWORD(commas=True, lowercase=True),
+                  author=TEXT(stored=False), role=KEYWORD(commas=True, lowercase=True, stored=True),
                   list=ID(stored=True), components=KEYWORD(commas=True, lowercase=True, stored=True),
                   refs=KEYWORD(commas=True, stored=True), status=ID(stored=True),
                   date=DATETIME(stored=True, sortable=True), year=ID(),
@@ -369,7 +368,7 @@ class WhooshIndex:
         empty = {"total": 0, "facets": {f: {} for f in FACETS}, "hits": [], "suggestion": None}
         if ix is None:
             return empty
-        parser = qparser.MultifieldParser(["title", "text", "author", "refs"], ix.schema, group=qparser.AndGroup)
+        parser = qparser.MultifieldParser(["title", "text"], ix.schema, group=qparser.AndGroup)
         # "-word" excludes a word; a hyphen inside a word (l3-agent) is part of it.
         parser.add_plugin(qparser.PlusMinusPlugin(plusexpr=r"(?:^|(?<=\s))\+", minusexpr=r"(?:^|(?<=\s))-"))
         parser.remove_plugin_class(qparser.FieldsPlugin)  # our filters are parsed apart; no field syntax here
@@ -384,15 +383,11 @@ class WhooshIndex:
         if q.after or q.before:
             parts.append(DateRange("date", q.after, q.before, endexcl=True))
         query = And(parts) if len(parts) > 1 else words
-        facets = {name: sorting.FieldFacet({"component": "components"}.get(name, name),
-                                           allow_overlap=name in ("component", "role"), maptype=sorting.Count)
-                  for name in FACETS}
         sortedby = {"relevance": None, "date": sorting.FieldFacet("date", reverse=True),
                     "impact": sorting.FieldFacet("impact", reverse=True)}[sort]
         with ix.searcher() as searcher:
-            results = searcher.search_page(query, page, pagelen=per_page, sortedby=sortedby, groupedby=facets,
-                                           terms=True)
-            results.results.fragmenter.charlimit = None
+            results = searcher.search_page(query, page, pagelen=per_page, sortedby=sortedby)
+            results.results.fragmenter.charlimit = 8000  # snippets come from the start of long threads
             results.results.formatter = MarkFormatter()
             hits = []
             for hit in results:
@@ -405,13 +400,71 @@ class WhooshIndex:
                         "date": hit["date"].isoformat() + "Z" if hit.get("date") else None,
                         "score": round(float(hit.score or 0.0), 4)}
                 hits.append(meta)
-            total = results.total
-            counts = {name: dict(sorted(results.results.groups(name).items(), key=lambda kv: (-kv[1], str(kv[0]))))
-                      for name in FACETS}
+            # One pass over the matching documents gives both the total and the facets; past
+            # COUNT_CAP matches both are estimates (the ranking of the top hits is exact).
+            matching = list(islice(searcher.docs_for_query(query), COUNT_CAP + 1))
+            estimated = len(matching) > COUNT_CAP
+            total = int(results.results.estimated_length()) if estimated else len(matching)
+            counts = _facet_table(ix, searcher).counts(matching[:COUNT_CAP])
             suggestion = did_you_mean(searcher, q.words) if q.words and total < 3 else None
-        return {"total": total, "facets": {k: {str(n): c for n, c in v.items() if n not in (None, "")}
-                                           for k, v in counts.items()},
-                "hits": hits, "suggestion": suggestion}
+        return {"total": total, "total_is_estimate": estimated, "facets": counts, "hits": hits,
+                "suggestion": suggestion}
+
+
+class FacetTable:
+    """Facet values of every document as sparse 0/1 matrices (documents x values), read once per
+    index version; counting a result's facets is then one sparse row-sum per facet instead of a
+    walk over every matching document in Python."""
+
+    def __init__(self, searcher: Any):
+        import numpy as np
+        from scipy import sparse
+
+        size = searcher.doc_count_all()
+        values: dict[str, dict[str, int]] = {name: {} for name in FACETS}
+        cells: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in FACETS}
+        for docnum, stored in searcher.reader().iter_docs():
+            date = stored.get("date")
+            per_doc = {"kind": [stored.get("kind")], "list": [stored.get("list")], "status": [stored.get("status")],
+                       "year": [str(date.year)] if date else [],
+                       "component": (stored.get("components") or "").split(","),
+                       "role": (stored.get("role") or "").split(",")}
+            for name, found in per_doc.items():
+                for value in found:
+                    if value:
+                        code = values[name].setdefault(value, len(values[name]))
+                        cells[name][0].append(docnum)
+                        cells[name][1].append(code)
+        self.names = {name: list(v) for name, v in values.items()}
+        self.matrices = {name: sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
+                                                 shape=(size, max(1, len(values[name]))))
+                         for name, (rows, cols) in cells.items()}
+
+    def counts(self, docnums: Iterable[int]) -> dict[str, dict[str, int]]:
+        import numpy as np
+
+        matching = np.fromiter(docnums, dtype=np.int64)
+        out: dict[str, dict[str, int]] = {}
+        for name in FACETS:
+            if not len(matching) or not self.names[name]:
+                out[name] = {}
+                continue
+            sums = np.asarray(self.matrices[name][matching].sum(axis=0)).ravel()
+            pairs = [(self.names[name][i], int(c)) for i, c in enumerate(sums[:len(self.names[name])]) if c]
+            out[name] = dict(sorted(pairs, key=lambda kv: (-kv[1], kv[0])))
+        return out
+
+
+_facet_tables: dict[tuple[str, int, int], FacetTable] = {}
+
+
+def _facet_table(ix: Any, searcher: Any) -> FacetTable:
+    key = (str(ix.storage.folder), ix.latest_generation(), searcher.doc_count_all())
+    table = _facet_tables.get(key)
+    if table is None:
+        _facet_tables.clear()  # one index version per process is enough
+        table = _facet_tables[key] = FacetTable(searcher)
+    return table
 
 
 def did_you_mean(searcher: Any, words: str) -> str | None:

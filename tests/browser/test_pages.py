@@ -159,3 +159,27 @@ def test_developer_triages_a_pain_point_on_a_phone(server, page, runner):
     assert _fits_phone(page)
     assert page.dialogs == []  # type: ignore[attr-defined]
     page.screenshot(path=str(ARTIFACTS / "painpoint-phone.png"), full_page=True)
+
+
+def test_search_page_on_a_phone(server, page):
+    from playwright.sync_api import expect
+
+    page.goto(server + "/search")
+    page.fill("input[name=q]", "blameless post mortem")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/search?**")
+    expect(page.locator("ol.hits li").first).to_contain_text("Blameless post mortem")
+    expect(page.locator("ol.hits mark").first).to_be_visible()
+    page.get_by_text("How to search").click()
+    expect(page.locator("details.help code").first).to_be_visible()
+    page.locator(".facets a", has_text="painpoint").click()
+    page.wait_for_url("**kind=painpoint**")
+    expect(page.locator("ol.hits .badge").first).to_have_text("painpoint")
+    assert _fits_phone(page)
+    page.fill("input[name=q]", "isotovido")
+    page.keyboard.press("Enter")
+    page.get_by_role("link", name="isotovideo").click()
+    expect(page.locator("ol.hits li").first).to_contain_text("Action #175518")
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "search-phone.png"), full_page=True)
