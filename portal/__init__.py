@@ -56,6 +56,23 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return text if text.lower().startswith(("http://", "https://")) else "#"
 
     @app.after_request
+    def _index_changed_painpoints(response):  # type: ignore[no-untyped-def]
+        """Pain points a request changed (merge, link, vote...) are re-indexed once it committed;
+        search is derived data, so a failure here is logged and never fails the request."""
+        from flask import g
+
+        session = g.get("db_session")
+        touched = session.info.pop("painpoints_touched", None) if session is not None else None
+        if touched and response.status_code < 400:
+            try:
+                from .search import reindex_painpoints
+
+                reindex_painpoints(session, app.config, sorted(touched))
+            except Exception:  # noqa: BLE001
+                app.logger.exception("search index not updated for pain points %s", sorted(touched))
+        return response
+
+    @app.after_request
     def _security_headers(response):  # type: ignore[no-untyped-def]
         # Nothing an archive wrote may run as script: no inline script, no foreign sources.
         response.headers.setdefault(

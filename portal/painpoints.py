@@ -476,6 +476,7 @@ def refresh(session: Session, pp_ids: Iterable[int], *, now: datetime | None = N
     ids = sorted(set(pp_ids))
     if not ids:
         return []
+    session.info.setdefault("painpoints_touched", set()).update(ids)  # for the search index, after commit
     cycles = cycles if cycles is not None else all_cycles(session)
     done = []
     for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):

@@ -685,6 +685,13 @@ def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (), pa
     return idx.update(docs, gone)
 
 
+def reindex_painpoints(session: Session, config: Any, ids: list[int]) -> int:
+    """Re-index some pain points after a developer changed them; merged or emptied ones leave."""
+    docs = list(painpoint_documents(session, ids))
+    live = {int(d["id"]) for d in docs}
+    return index_for(config).update(docs, [f"painpoint:{i}" for i in ids if i not in live])
+
+
 def stats(config: Any) -> dict[str, Any]:
     idx = index_for(config)
     if isinstance(idx, PostgresIndex):

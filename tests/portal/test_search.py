@@ -144,3 +144,15 @@ def test_saved_searches_are_followed_as_atom_feeds(seeded, client, runner, app):
     assert entries and all("/painpoints/" in e.find("{http://www.w3.org/2005/Atom}link").get("href")
                            for e in entries)
     assert client.get("/saved/not-a-secret.atom").status_code == 404
+
+
+def test_developers_changes_to_pain_points_reach_the_index(seeded, client, runner):
+    runner.invoke(args=["users", "create", "--email", "dev@x.org", "--role", "developer"])
+    token = runner.invoke(args=["tokens", "create", "--email", "dev@x.org"]).output.strip().splitlines()[-1]
+    auth = {"Authorization": f"Bearer {token}"}
+    hit = search(client, q="isotovideo", kind="painpoint")["hits"][0]
+    client.post(f"/api/v1/painpoints/{hit['id']}/tickets", json={"link": "lp:1999999"}, headers=auth)
+    assert search(client, q="ref:lp:1999999", kind="painpoint")["hits"][0]["id"] == hit["id"]
+    other = search(client, q="Blameless", kind="painpoint")["hits"][0]["id"]
+    client.post(f"/api/v1/painpoints/{other}/merge", json={"into": hit["id"]}, headers=auth)
+    assert [h["id"] for h in search(client, q="Blameless", kind="painpoint")["hits"]] == [hit["id"]]
