@@ -178,9 +178,12 @@ def git_group() -> None:
 @git_group.command("import", help="Read a repository folder or a saved `git log --format=fuller --numstat`.")
 @click.option("--repo", default=None, help="owner/name on GitHub, so `Closes #N` names an issue there.")
 @click.option("--repo-url", default="", help="Base URL for links to commits, e.g. https://opendev.org/openstack/nova")
+@click.option("--cycles-from-tags", "cycle_tags", default=None, metavar="REGEX",
+              help="Release tags matching this (e.g. '^[0-9]+\\.[0-9]+\\.0$') end release cycles; each cycle starts at "
+                   "the previous such tag.")
 @click.option("--json", "as_json", is_flag=True)
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
-def git_import(repo: str | None, repo_url: str, as_json: bool, path: Path) -> None:
+def git_import(repo: str | None, repo_url: str, cycle_tags: str | None, as_json: bool, path: Path) -> None:
     from importers.gitlog import iter_commits
 
     from .tickets import store_commits
@@ -190,8 +193,32 @@ def git_import(repo: str | None, repo_url: str, as_json: bool, path: Path) -> No
         result = store_commits(s, iter_commits(path), jira_projects=enricher.jira_projects, repo=repo,
                                repo_url=repo_url or (f"https://github.com/{repo}" if repo else ""),
                                test_globs=_test_globs())
+        summary = result.as_dict()
+        if cycle_tags:
+            summary["cycles"] = _cycles_from_tags(s, result.tags, cycle_tags)
         refresh_all(s)  # pain points follow their tickets' fix and test state
-    _print_ticket_summary(result.as_dict(), as_json)
+    _print_ticket_summary(summary, as_json)
+
+
+def _cycles_from_tags(session: Any, tags: list[tuple[str, Any]], pattern: str) -> list[str]:
+    """Each release tag matching the pattern ends a cycle that began at the previous one."""
+    import re as _re
+
+    from .cycles import CycleError, add_cycle
+
+    try:
+        wanted = _re.compile(pattern)
+    except _re.error as exc:
+        raise click.ClickException(f"--cycles-from-tags: {exc}") from exc
+    releases = sorted((when, tag) for tag, when in tags if wanted.search(tag))
+    added = []
+    for (start, _previous), (end, tag) in zip(releases, releases[1:], strict=False):
+        try:
+            add_cycle(session, tag, start, end, source="git")
+            added.append(tag)
+        except CycleError as exc:
+            click.echo(f"  tag {tag}: {exc}", err=True)
+    return added
 
 
 @click.command("evaluate", help="Measure components and references on a labeled JSONL file.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -28,6 +29,8 @@ class TicketImportResult:
     fixes: set[str] = field(default_factory=set)
     tested: set[str] = field(default_factory=set)
     problems: list[ImportProblem] = field(default_factory=list)
+    # Every tag the history carries, with the date of its commit (release cycles can come from them).
+    tags: list[tuple[str, datetime]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"tickets_new": self.tickets_new, "tickets_updated": self.tickets_updated,
@@ -138,6 +141,10 @@ def store_commits(session: Session, commits: Iterable[Commit | ImportProblem], *
         result.commits += 1
         if commit.tags:
             release = commit.tags[0]
+            when = commit.commit_date or commit.author_date
+            if when is not None:
+                result.tags += [(tag, when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when)
+                                for tag in commit.tags]
         for link in ticket_links(commit, jira_projects=projects, repo=repo):
             ticket = _ticket(session, link.ref, result)
             tested = touches_tests(commit, globs)

@@ -330,3 +330,22 @@ def test_a_second_scheduler_waits_for_the_first(app):
                     proc.kill()
                 proc.wait(10)
                 proc.stderr.close()
+
+
+def test_release_tags_in_code_history_become_cycles(runner, tmp_path):
+    def commit(sha, date, tags):
+        return "\n".join([f"commit {sha} (tag: {tags})" if tags else f"commit {sha}", "Author:     D <d@x.org>",
+                          f"AuthorDate: {date}", "Commit:     D <d@x.org>", f"CommitDate: {date}", "",
+                          "    Release", "", ""])
+
+    log = tmp_path / "tags.log"  # newest first, as git prints it
+    log.write_text("\n".join([commit("c" * 40, "Thu, 16 Oct 2014 12:00:00 +0000", "2014.2.0"),
+                              commit("b" * 40, "Thu, 2 Oct 2014 12:00:00 +0000", "2014.2.rc1"),
+                              commit("a" * 40, "Thu, 17 Apr 2014 12:00:00 +0000", "2014.1.0")]), encoding="utf-8")
+    out = runner.invoke(args=["git", "import", "--json", "--cycles-from-tags", r"^\d{4}\.\d\.0$", str(log)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["cycles"] == ["2014.2.0"]
+    listed = {c["name"]: c for c in json.loads(runner.invoke(args=["cycles", "list", "--json"]).output)}
+    assert listed["2014.2.0"] == {"name": "2014.2.0", "start": "2014-04-17", "end": "2014-10-16", "source": "git"}
+    bad = runner.invoke(args=["git", "import", "--cycles-from-tags", "([", str(log)])
+    assert bad.exit_code != 0 and "--cycles-from-tags" in bad.output
