@@ -58,12 +58,19 @@ def import_with_earshot(path: Path, data_dir: Path) -> dict[str, float]:
     return {"seconds": elapsed, "messages_new": summary["messages_new"], "peak_rss_mb": wrapper["maxrss_kb"] / 1024}
 
 
-def notmuch_new(maildir: Path, workdir: Path) -> dict[str, float] | None:
+def notmuch_env(maildir: Path, workdir: Path) -> dict[str, str] | None:
+    """The environment for notmuch commands on this Maildir (None when notmuch is not installed)."""
     if shutil.which("notmuch") is None:
         return None
     config = workdir / "notmuch-config"
     config.write_text(f"[database]\npath={maildir}\n[new]\ntags=unread;inbox;\n[maildir]\nsynchronize_flags=false\n")
-    env = {**os.environ, "NOTMUCH_CONFIG": str(config)}
+    return {**os.environ, "NOTMUCH_CONFIG": str(config)}
+
+
+def notmuch_new(maildir: Path, workdir: Path) -> dict[str, float] | None:
+    env = notmuch_env(maildir, workdir)
+    if env is None:
+        return None
     start = time.perf_counter()
     subprocess.run(["notmuch", "new", "--quiet"], env=env, check=True, capture_output=True)
     elapsed = time.perf_counter() - start

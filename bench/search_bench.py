@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from import_bench import notmuch_env  # noqa: E402 - the same notmuch set-up as the import benchmark
+
 from portal.demo import write_maildir  # noqa: E402
 
 QUERIES = {
@@ -78,10 +80,8 @@ def main() -> None:
                         ours[group].append(time.perf_counter() - t)
         theirs: dict[str, list[float]] = {k: [] for k in QUERIES}
         notmuch_new_s = None
-        if shutil.which("notmuch"):
-            config = work / "notmuch-config"
-            config.write_text(f"[database]\npath={maildir}\n[new]\ntags=inbox;\n[maildir]\nsynchronize_flags=false\n")
-            nenv = {**os.environ, "NOTMUCH_CONFIG": str(config)}
+        nenv = notmuch_env(maildir, work)
+        if nenv is not None:
             start = time.perf_counter()
             subprocess.run(["notmuch", "new", "--quiet"], env=nenv, check=True, capture_output=True)
             notmuch_new_s = time.perf_counter() - start

@@ -82,18 +82,23 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
         summary["rejudged"] = reclassify(session, ingest.enricher, show_progress=show_progress) \
             if ingest.enricher is not None else 0
     with dbmod.session_scope() as session:
-        summary["pain_points"] = group(session).as_dict()
-    # The search index is derived data, written after the database committed; if it cannot be
-    # written now, the import stands and `flask index rebuild` (or the scheduler) catches up.
-    try:
-        from .search import reindex
-
-        with dbmod.session_scope() as session:
-            summary["indexed"] = reindex(session, current_app.config, thread_ids=result.threads)
-    except Exception as exc:  # noqa: BLE001
-        summary["index_problem"] = (f"search index not updated ({exc.__class__.__name__}: {exc}); "
-                                    "run flask index rebuild")
+        grouped = group(session)
+    summary["pain_points"] = grouped.as_dict()
+    summary.update(_reindex(thread_ids=result.threads, painpoint_ids=grouped.touched))
     return summary
+
+
+def _reindex(**what: Any) -> dict[str, object]:
+    """Write the search index after the database committed. It is derived data: if it cannot be
+    written now, what was stored stands and `flask index rebuild` catches up."""
+    from .search import reindex
+
+    try:
+        with dbmod.session_scope() as session:
+            return {"indexed": reindex(session, current_app.config, **what)}
+    except Exception as exc:  # noqa: BLE001
+        return {"index_problem": f"search index not updated ({exc.__class__.__name__}: {exc}); "
+                                 "run flask index rebuild"}
 
 
 @click.command("import", help="Import mail archives, messages and pasted pages (files or folders).")
@@ -152,7 +157,7 @@ def tickets_import(tracker: str | None, as_json: bool, paths: tuple[Path, ...]) 
     with dbmod.session_scope() as s:
         result = store_tracker_items(s, items(), _test_globs())
         refresh_all(s)  # pain points follow their tickets' fix and test state
-    _print_ticket_summary(result.as_dict(), as_json)
+    _print_ticket_summary({**result.as_dict(), **_reindex(painpoint_ids=None, tickets=True)}, as_json)
 
 
 @tickets_group.command("fetch", help="Fetch the tickets threads mention from the configured tracker APIs.")
@@ -167,7 +172,7 @@ def tickets_fetch(as_json: bool, refs: tuple[str, ...]) -> None:
     with dbmod.session_scope() as s:
         result = fetch_tickets(s, current_app.config, list(refs) or None, _test_globs())
         refresh_all(s)  # pain points follow their tickets' fix and test state
-    _print_ticket_summary(result.as_dict(), as_json)
+    _print_ticket_summary({**result.as_dict(), **_reindex(painpoint_ids=None, tickets=True)}, as_json)
 
 
 @click.group("git", cls=AppGroup, help="Fix and test evidence from code history.")
@@ -197,7 +202,7 @@ def git_import(repo: str | None, repo_url: str, cycle_tags: str | None, as_json:
         if cycle_tags:
             summary["cycles"] = _cycles_from_tags(s, result.tags, cycle_tags)
         refresh_all(s)  # pain points follow their tickets' fix and test state
-    _print_ticket_summary(summary, as_json)
+    _print_ticket_summary({**summary, **_reindex(painpoint_ids=None, tickets=True)}, as_json)
 
 
 def _cycles_from_tags(session: Any, tags: list[tuple[str, Any]], pattern: str) -> list[str]:
@@ -431,6 +436,7 @@ def demo_load(messages: int, seed: int) -> None:
         log = write_demo_gitlog(folder / "demo-git.log", refs, seed)
         result = store_commits(s, iter_commits(log), jira_projects=["CLOUDSTACK"])
         refresh_all(s)  # pain points follow their tickets' fix and test state
+    _reindex(painpoint_ids=None, tickets=True)
     click.echo(f"demo: git history fixes {len(result.fixes)} tickets, {len(result.tested)} with a test")
 
 
@@ -451,7 +457,8 @@ def painpoints_group_command(as_json: bool) -> None:
 def painpoints_refresh() -> None:
     with dbmod.session_scope() as s:
         n = refresh_all(s)
-    click.echo(f"refreshed {n} pain points")
+    indexed = _reindex(painpoint_ids=None)
+    click.echo(f"refreshed {n} pain points" + (f"; {indexed['index_problem']}" if "index_problem" in indexed else ""))
 
 
 @painpoints_group.command("list", help="Pain points, highest impact first.")

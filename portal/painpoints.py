@@ -113,9 +113,10 @@ class GroupResult:
     joined_by_similarity: int = 0
     left: int = 0
     refreshed: int = 0
+    touched: list[int] = field(default_factory=list)  # the pain points refreshed (for the search index)
 
     def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "touched"}
 
 
 def _audit(session: Session, by: str, action: str, kind: str, target: int, **detail: Any) -> AuditEvent:
@@ -230,7 +231,8 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
     touched.update(session.execute(
         select(PainPoint.id).outerjoin(counts, counts.c.pain_point_id == PainPoint.id)
         .where(PainPoint.merged_into_id.is_(None), func.coalesce(counts.c.n, 0) != PainPoint.reports)).scalars())
-    result.refreshed = len(refresh(session, touched, now=now))
+    result.touched = refresh(session, touched, now=now)
+    result.refreshed = len(result.touched)
     return result
 
 

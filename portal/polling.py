@@ -321,6 +321,12 @@ def poll(session: Session, source: Source, fetcher: Fetcher, *, now: datetime | 
                 stored = store_tracker_items(session, records)
                 result.tickets = stored.tickets_new + stored.tickets_updated
                 refresh_all(session)
+                session.commit()
+                from .cli import _reindex
+
+                why = _reindex(painpoint_ids=None, tickets=True).get("index_problem")
+                if why:
+                    result.problems.append({"file": source.url, "where": "search index", "reason": str(why)})
         else:
             files = []
             for url, name in archive_urls(source, fetcher, session, result, now):

@@ -86,10 +86,13 @@ def weekly_digest(app: Any, now: datetime | None = None) -> dict[str, Any]:
 
 
 def refresh_painpoints(app: Any) -> None:
+    from .cli import _reindex
     from .painpoints import refresh_all
 
-    with app.app_context(), dbmod.session_scope() as session:
-        log.info("refreshed %d pain points", refresh_all(session))
+    with app.app_context():
+        with dbmod.session_scope() as session:
+            log.info("refreshed %d pain points", refresh_all(session))
+        log.info("search index: %s", _reindex(painpoint_ids=None, tickets=True))
 
 
 def poll_sources(app: Any, now: datetime | None = None) -> list[dict[str, Any]]:

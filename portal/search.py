@@ -18,7 +18,6 @@ commits, by one writer at a time, and rebuilt beside the old one and swapped in 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 from whoosh.analysis import Filter
 from whoosh.highlight import Formatter, get_text, htmlescape
@@ -330,8 +329,6 @@ class WhooshIndex:
 
     def update(self, docs: Iterable[dict[str, Any]], delete_keys: Iterable[str] = ()) -> int:
         """Replace (or add) documents, one writer at a time (waits up to a minute for the lock)."""
-        from whoosh.writing import AsyncWriter  # noqa: F401 - the lock-waiting writer below is its base
-
         ix = self.open(create=True)
         fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
         writer = ix.writer(timeout=60.0, limitmb=128)
@@ -664,32 +661,32 @@ def index_for(config: Any) -> WhooshIndex | PostgresIndex:
     return WhooshIndex(Path(str(config["DATA_DIR"])) / "search")
 
 
-def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (), painpoints: bool = True,
-            tickets: bool = True) -> int:
-    """Bring the index up to date after the database committed: the given threads, and every
-    pain point and ticket (few, and their status moves with any import)."""
-    from .models import Ticket
+def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),
+            painpoint_ids: Iterable[int] | None = (), tickets: bool = False) -> int:
+    """Bring the index up to date after the database committed: the given threads, the given
+    pain points (None: every one, merged ones removed) and, when asked, every ticket."""
+    from .models import PainPoint
 
-    idx = index_for(config)
     docs: list[dict[str, Any]] = list(thread_documents(session, sorted(set(thread_ids)))) if thread_ids else []
     gone: list[str] = []
-    if painpoints:
-        from .models import PainPoint
-
+    if painpoint_ids is None:
         docs += list(painpoint_documents(session))
         gone += [f"painpoint:{i}" for i in session.execute(select(PainPoint.id).where(
             PainPoint.merged_into_id.is_not(None))).scalars()]
+    else:
+        ids = sorted(set(painpoint_ids))
+        found = list(painpoint_documents(session, ids)) if ids else []
+        live = {int(d["id"]) for d in found}
+        docs += found
+        gone += [f"painpoint:{i}" for i in ids if i not in live]
     if tickets:
-        docs += list(ticket_documents(session, None)) if session.execute(select(func.count(Ticket.id))
-                                                                          ).scalar_one() else []
-    return idx.update(docs, gone)
+        docs += list(ticket_documents(session))
+    return index_for(config).update(docs, gone)
 
 
 def reindex_painpoints(session: Session, config: Any, ids: list[int]) -> int:
     """Re-index some pain points after a developer changed them; merged or emptied ones leave."""
-    docs = list(painpoint_documents(session, ids))
-    live = {int(d["id"]) for d in docs}
-    return index_for(config).update(docs, [f"painpoint:{i}" for i in ids if i not in live])
+    return reindex(session, config, painpoint_ids=ids)
 
 
 def stats(config: Any) -> dict[str, Any]:
@@ -700,7 +697,3 @@ def stats(config: Any) -> dict[str, Any]:
     if ix is None:
         return {"documents": 0, "generation": None}
     return {"documents": ix.doc_count(), "generation": idx.current().name if idx.current() else None}
-
-
-def saved_search_json(q: str) -> str:
-    return json.dumps({"q": q})
