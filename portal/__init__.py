@@ -19,7 +19,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env("EARSHOT")
     if test_config:
         app.config.update(test_config)
-    app.config["PRIVATE"] = str(app.config["PRIVATE"]).lower() in ("1", "true", "yes", "on")
+    for flag in ("PRIVATE", "DEMO_SIGNIN"):
+        app.config[flag] = str(app.config[flag]).lower() in ("1", "true", "yes", "on")
+    if app.config["ENV"] == "production" and app.config["DEMO_SIGNIN"]:
+        raise RuntimeError("EARSHOT_DEMO_SIGNIN lets anyone sign in as anyone; it cannot be on when "
+                           "EARSHOT_ENV=production")
     if not app.config["SECRET_KEY"]:
         if app.config["ENV"] == "production":
             raise RuntimeError("EARSHOT_SECRET_KEY must be set when EARSHOT_ENV=production")
@@ -34,11 +38,17 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         RATELIMIT_ENABLED=str(app.config.get("RATELIMIT_ENABLED", True)).lower() not in ("0", "false", "no"),
     )
 
-    from . import cli, db
+    from . import cli, db, signin
     from .extensions import csrf, limiter
-    from .views import api, web
+    from .views import api, reports, web
 
     db.init_app(app)
+    signin.init_app(app)
+    if int(app.config.get("PROXY_FIX") or 0) > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = int(app.config["PROXY_FIX"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     cli.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
@@ -48,6 +58,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # token in its URL is what authorises it.
     csrf.exempt(web.unsubscribe_view)
     app.register_blueprint(web.bp)
+    app.register_blueprint(reports.bp)
 
     @app.template_filter("safe_url")
     def _safe_url(value: object) -> str:

@@ -21,30 +21,70 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(session: DbSession, user: User, scopes: str = "read") -> str:
+# What a token may do: `read` (every GET of a private deployment) and `write` (everything its
+# user's role allows: filing reports, votes, developers' triage).
+SCOPES = ("read", "write")
+
+
+def parse_scopes(value: str) -> str:
+    """A scope list as stored ("read,write"); ValueError names what is unknown."""
+    scopes = [s.strip() for s in value.replace(" ", ",").split(",") if s.strip()]
+    unknown = [s for s in scopes if s not in SCOPES]
+    if unknown or not scopes:
+        raise ValueError(f"scopes are {', '.join(SCOPES)} (got {value!r})")
+    return ",".join(s for s in SCOPES if s in scopes)
+
+
+def create_token(session: DbSession, user: User, scopes: str = "read,write") -> str:
     """A new token for the user; only its hash is stored, so this is the one time it is seen."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     assert user.id is not None
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:12], scopes=scopes))
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), prefix=token[:12],
+                         scopes=parse_scopes(scopes)))
     return token
 
 
-def user_for_token(session: DbSession, token: str) -> User | None:
+def token_row(session: DbSession, token: str) -> ApiToken | None:
     row = session.exec(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
     if row is None or row.revoked_at is not None:
         return None
-    return session.get(User, row.user_id)
+    return row
+
+
+def user_for_token(session: DbSession, token: str) -> User | None:
+    row = token_row(session, token)
+    user = session.get(User, row.user_id) if row is not None else None
+    return user if user is not None and not user.disabled else None
+
+
+def _bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
 
 
 def current_user() -> User | None:
     """The API's caller by bearer token; the pages' by the signed session cookie."""
     user = None
-    header = request.headers.get("Authorization", "")
-    if header.lower().startswith("bearer "):
-        user = user_for_token(db(), header[7:].strip())
-    elif request.blueprint != "api" and session.get("user_id"):
+    token = _bearer()
+    if token is not None:
+        user = user_for_token(db(), token)
+    elif session.get("user_id") and (request.blueprint != "api" or request.method in ("GET", "HEAD")):
+        # The API takes the session cookie for reads only (the report form's suggestions in a
+        # private deployment); API writes need a bearer token, so no cross-site form can make one.
         user = db().get(User, session["user_id"])
+        if user is not None and user.disabled:
+            session.clear()
+            user = None
     return user
+
+
+def may_write() -> bool:
+    """A session may write; a bearer token only with the `write` scope."""
+    token = _bearer()
+    if token is None:
+        return True
+    row = token_row(db(), token)
+    return row is not None and "write" in row.scopes.split(",")
 
 
 def read_allowed() -> bool:
@@ -82,6 +122,8 @@ def api_role(*roles: str) -> Any:
                 return jsonify({"error": "authentication required"}), 401, {"WWW-Authenticate": "Bearer"}
             if user.role not in roles:
                 return jsonify({"error": f"needs the role {' or '.join(roles)}"}), 403
+            if not may_write():
+                return jsonify({"error": "this token is read-only (scope read); create one with scope write"}), 403
             return view(*args, user=user, **kwargs)
 
         return wrapper

@@ -31,6 +31,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(people_group)
     app.cli.add_command(users_group)
     app.cli.add_command(tokens_group)
+    app.cli.add_command(reports_group)
     app.cli.add_command(demo_group)
     app.cli.add_command(runs_group)
     app.cli.add_command(evaluate_command)
@@ -377,8 +378,15 @@ def tokens_group() -> None:
 
 @tokens_group.command("create")
 @click.option("--email", required=True)
-@click.option("--scopes", default="read", show_default=True)
+@click.option("--scopes", default="read,write", show_default=True,
+              help="read (every GET of a private deployment), write (what the user's role allows).")
 def tokens_create(email: str, scopes: str) -> None:
+    from .auth import parse_scopes
+
+    try:
+        parse_scopes(scopes)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scopes") from exc
     with dbmod.session_scope() as s:
         user = s.exec(select(User).where(User.email == email.lower())).first()
         if user is None:
@@ -386,6 +394,132 @@ def tokens_create(email: str, scopes: str) -> None:
         token = create_token(s, user, scopes)
     click.echo("Store this token now; it is not shown again:", err=True)
     click.echo(token)
+
+
+@users_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def users_list(as_json: bool) -> None:
+    with dbmod.session_scope() as s:
+        rows = [{"id": u.id, "email": u.email, "name": u.name, "role": u.role, "disabled": u.disabled,
+                 "identity": u.identity or "",
+                 "last_signin": u.last_signin_at.isoformat() if u.last_signin_at else None}
+                for u in s.exec(select(User).order_by(User.id))]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['id']:>5}  {r['role']:<9} {r['email']}{'  (disabled)' if r['disabled'] else ''}")
+
+
+@users_group.command("set", help="Change a user's role, or disable (and re-enable) the account.")
+@click.option("--email", required=True)
+@click.option("--role", type=click.Choice(["operator", "developer", "admin"]), default=None)
+@click.option("--disable/--enable", "disable", default=None)
+def users_set(email: str, role: str | None, disable: bool | None) -> None:
+    from .models import AuditEvent
+
+    with dbmod.session_scope() as s:
+        user = s.exec(select(User).where(User.email == email.lower())).first()
+        if user is None:
+            raise click.ClickException(f"no user with address {email}")
+        before = {"role": user.role, "disabled": user.disabled}
+        if role:
+            user.role = role
+        if disable is not None:
+            user.disabled = disable
+        s.add(user)
+        s.flush()
+        s.add(AuditEvent(by="cli", action="user_set", target_kind="user", target_id=user.id,
+                         detail=json.dumps({"before": before, "after": {"role": user.role,
+                                                                        "disabled": user.disabled}})))
+        click.echo(f"{user.email}: {user.role}{', disabled' if user.disabled else ''}")
+
+
+@tokens_group.command("list")
+@click.option("--email", default=None, help="Only this user's tokens.")
+def tokens_list(email: str | None) -> None:
+    from .models import ApiToken
+
+    with dbmod.session_scope() as s:
+        q = select(ApiToken, User).join(User, User.id == ApiToken.user_id).order_by(ApiToken.id)
+        if email:
+            q = q.where(User.email == email.lower())
+        for tok, user in s.exec(q):
+            state = f"revoked {tok.revoked_at:%Y-%m-%d}" if tok.revoked_at else "active"
+            click.echo(f"{tok.id:>5}  {tok.prefix}…  {tok.scopes:<10} {user.email}  {state}")
+
+
+@tokens_group.command("revoke")
+@click.argument("token_id", type=int)
+def tokens_revoke(token_id: int) -> None:
+    from .auth import revoke
+    from .models import ApiToken
+
+    with dbmod.session_scope() as s:
+        if s.get(ApiToken, token_id) is None:
+            raise click.ClickException(f"no token {token_id} (see flask tokens list)")
+        revoke(s, token_id)
+    click.echo(f"token {token_id} revoked")
+
+
+@click.group("reports", cls=AppGroup, help="Operators' field reports.")
+def reports_group() -> None:
+    pass
+
+
+@reports_group.command("import", help="Import field reports: JSON, JSON Lines, CSV, YAML files, post-mortem pages "
+                                      "(a Redmine five-whys ticket as pasted), or folders of them.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+def reports_import(as_json: bool, paths: tuple[Path, ...]) -> None:
+    from .classify import load_taxonomy
+    from .reports import import_files, index_after
+
+    known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+    with dbmod.session_scope() as s:
+        result = import_files(s, current_app.config, list(paths), known)
+        index_after(s, current_app.config, stored=result.stored)
+    summary = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{summary['reports_new']} new, {summary['already_stored']} already stored, "
+               f"{len(summary['problems'])} problems")
+    for p in summary["problems"]:
+        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+@reports_group.command("list")
+@click.option("--limit", default=25, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def reports_list(limit: int, as_json: bool) -> None:
+    from .reports import list_reports
+
+    with dbmod.session_scope() as s:
+        total, items = list_reports(s, limit=limit, offset=0)
+    if as_json:
+        click.echo(json.dumps({"total": total, "items": items}))
+        return
+    for r in items:
+        click.echo(f"{r['id']:>6}  {(r['created'] or '')[:10]}  {r['status']:<15} {r['title']}")
+    click.echo(f"{total} reports", err=True)
+
+
+@reports_group.command("history", help="Who changed a report, and what (the audit log).")
+@click.argument("report_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def reports_history(report_id: int, as_json: bool) -> None:
+    from .models import AuditEvent
+
+    with dbmod.session_scope() as s:
+        rows = [{"at": e.at.isoformat(), "by": e.by, "action": e.action, "detail": json.loads(e.detail or "{}")}
+                for e in s.exec(select(AuditEvent).where(AuditEvent.target_kind == "field_report",
+                                                         AuditEvent.target_id == report_id).order_by(AuditEvent.id))]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        click.echo(f"{r['at'][:19]}  {r['action']:<14} {r['by']}  {json.dumps(r['detail'])[:100]}")
 
 
 @click.group("demo", cls=AppGroup, help="The demo data set.")

@@ -54,7 +54,31 @@ DEFAULTS: dict[str, object] = {
     "RATELIMIT_ENABLED": True,
     # Sign-in attempts allowed per address.
     "SIGNIN_RATE_LIMIT": "10 per minute",
-    # "production" refuses to start without SECRET_KEY.
+    # Field reports one user may file (pages and API together, per limiter store).
+    "REPORT_RATE_LIMIT": "20 per hour",
+    # Sign-in through an OpenID Connect provider: its discovery URL
+    # (https://id.example.org/realms/ops/.well-known/openid-configuration), this client's id and
+    # secret (register the redirect URI <BASE>/signin/oidc/callback), the scopes, and the button's name.
+    "OIDC_DISCOVERY_URL": "",
+    "OIDC_CLIENT_ID": "",
+    "OIDC_CLIENT_SECRET": "",
+    "OIDC_SCOPES": "openid email profile",
+    "OIDC_NAME": "",
+    # Sign-in with GitHub (an OAuth app; callback <BASE>/signin/github/callback). The two URLs
+    # change only for GitHub Enterprise.
+    "GITHUB_CLIENT_ID": "",
+    "GITHUB_CLIENT_SECRET": "",
+    "GITHUB_OAUTH_URL": "https://github.com",
+    "GITHUB_USER_API_URL": "https://api.github.com",
+    # Addresses that are admins when they sign in with a verified address (comma-separated): the
+    # first admin comes from here; admins give other roles with `flask users set`.
+    "ADMIN_EMAILS": "",
+    # 1 shows "sign in as the demo operator/developer/admin" (make run). Refused in production.
+    "DEMO_SIGNIN": False,
+    # Reverse proxies in front of Earshot that set X-Forwarded-For/-Proto/-Host (e.g. 1 behind
+    # nginx); 0 trusts no forwarded header.
+    "PROXY_FIX": 0,
+    # "production" refuses to start without SECRET_KEY, with the demo sign-in, or over plain cookies.
     "ENV": "development",
     # Where links in mail point (the digest's pain points, the unsubscribe link).
     "BASE_URL": "http://127.0.0.1:5000",

@@ -52,6 +52,8 @@ THREAD = Thread.__table__
 def list_role_for(name: str) -> str:
     """A new list's role from its name: operators/users lists hurt, -dev lists fix."""
     lowered = name.lower()
+    if lowered == "field-reports":  # the portal's own list: operators filed every message of it
+        return "operator"
     if any(word in lowered for word in ("operator", "users", "-ops", "user@", "ops.")):
         return "operator"
     if "dev" in lowered:
@@ -159,6 +161,13 @@ class Ingest:
             self.session.add(run)
             self.session.commit()
         return self.result
+
+    def write(self, messages: list[ParsedMessage]) -> set[int]:
+        """Store some messages in the caller's transaction (no run record, no commit); returns
+        the threads they touched. For messages that are not files: field reports."""
+        new, dups, touched = self._write_batch(messages)
+        self._count(new, dups, touched)
+        return touched
 
     # -- batches ------------------------------------------------------------------------------
 
@@ -546,29 +555,43 @@ def reclassify(session: Session, enricher: Enricher, *, everything: bool = False
     if not everything:
         q = q.where(MSG.c.ruleset_version != version)
     ids = [pk for (pk,) in session.execute(q.order_by(MSG.c.id))]
-    ingest = Ingest(session, enricher=enricher)
     with tqdm(total=len(ids), unit="msg", desc="classify", disable=not show_progress) as bar:
         for chunk in _chunks(ids, batch):
-            rows = session.execute(select(MSG.c.id, MSG.c.subject, MSG.c.new_text, MSG.c.source_format,
-                                          MailingList.__table__.c.name)
-                                   .join(MailingList.__table__, MailingList.__table__.c.id == MSG.c.list_id)
-                                   .where(MSG.c.id.in_(chunk))).all()
-            session.execute(delete(JUDGMENT).where(JUDGMENT.c.message_pk.in_(chunk)))
-            own = {pk: ref for pk, ref in session.execute(select(MENTION.c.message_pk, MENTION.c.ref).where(
-                MENTION.c.message_pk.in_(chunk), MENTION.c.ref.like("redmine:%")))}
-            session.execute(delete(MENTION).where(MENTION.c.message_pk.in_(chunk)))
-            stored = []
-            for pk, subject, text, fmt, list_name in rows:
-                msg = ParsedMessage(message_id="", subject=subject, author_name="", author_email="", date=None,
-                                    body_text=text, new_text=text, quoted_text="", raw=b"", source_file="",
-                                    position="", list_name=list_name)
-                if fmt == "page-redmine" and pk in own:
-                    msg.own_refs = [own[pk]]
-                stored.append((pk, msg))
-            ingest._enrich(stored)
+            reenrich(session, enricher, chunk)
             session.commit()
             bar.update(len(chunk))
     return len(ids)
+
+
+def reenrich(session: Session, enricher: Enricher, pks: list[int], *,
+             own_refs: dict[int, list[str]] | None = None) -> None:
+    """Judge stored messages again from their new text: components, ticket mentions, pain.
+    A Redmine page keeps its own ticket number; `own_refs` gives other messages theirs."""
+    rows = session.execute(select(MSG.c.id, MSG.c.subject, MSG.c.new_text, MSG.c.source_format,
+                                  MailingList.__table__.c.name)
+                           .join(MailingList.__table__, MailingList.__table__.c.id == MSG.c.list_id)
+                           .where(MSG.c.id.in_(pks))).all()
+    session.execute(delete(JUDGMENT).where(JUDGMENT.c.message_pk.in_(pks)))
+    own = {pk: ref for pk, ref in session.execute(select(MENTION.c.message_pk, MENTION.c.ref).where(
+        MENTION.c.message_pk.in_(pks), MENTION.c.ref.like("redmine:%")))}
+    session.execute(delete(MENTION).where(MENTION.c.message_pk.in_(pks)))
+    if own_refs is None and any(fmt == "field-report" for _pk, _s, _t, fmt, _l in rows):
+        from .models import FieldReport
+
+        own_refs = {pk: refs.split() for pk, refs in session.execute(
+            select(MSG.c.id, FieldReport.refs).join(FieldReport, FieldReport.message_id == MSG.c.message_id)
+            .where(MSG.c.id.in_(pks)))}
+    stored = []
+    for pk, subject, text, fmt, list_name in rows:
+        msg = ParsedMessage(message_id="", subject=subject, author_name="", author_email="", date=None,
+                            body_text=text, new_text=text, quoted_text="", raw=b"", source_file="",
+                            position="", list_name=list_name)
+        if own_refs is not None and pk in own_refs:
+            msg.own_refs = list(own_refs[pk])
+        elif fmt == "page-redmine" and pk in own:
+            msg.own_refs = [own[pk]]
+        stored.append((pk, msg))
+    Ingest(session, enricher=enricher)._enrich(stored)
 
 
 def set_list_role(session: Session, name: str, role: str) -> int:

@@ -118,6 +118,11 @@ class User(SQLModel, table=True):
     name: str = Field(default="", max_length=300)
     role: str = Field(default="operator", max_length=20)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    # Who the identity provider says this is: "oidc:<issuer>|<sub>" or "github:<id>". The
+    # provider's subject, not the address, identifies a returning person.
+    identity: str | None = Field(default=None, max_length=600, unique=True)
+    last_signin_at: datetime | None = Field(default=None, sa_type=DateTime)
+    disabled: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class ApiToken(SQLModel, table=True):
@@ -127,7 +132,7 @@ class ApiToken(SQLModel, table=True):
     # sha256 of the token; the token itself is shown once and never stored.
     token_hash: str = Field(max_length=64, unique=True)
     prefix: str = Field(max_length=12)
-    scopes: str = Field(default="read", max_length=200)
+    scopes: str = Field(default="read,write", max_length=200)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime)
 
@@ -419,3 +424,33 @@ class SavedSearch(SQLModel, table=True):
     query: str = Field(sa_column=Column(Text, nullable=False))  # JSON: q and the filters
     feed_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+
+
+class FieldReport(SQLModel, table=True):
+    """An operator's structured report. Its words also live as one message of the
+    `field-reports` list (thread_id), so it is classified, linked, grouped and searched like
+    any thread; this row keeps the structure and who may change it."""
+
+    __tablename__ = "field_report"
+    id: int | None = Field(default=None, primary_key=True)
+    # Bulk imports name each report (file's own id or a content hash): importing twice adds nothing.
+    key: str = Field(max_length=200, unique=True)
+    author_id: int | None = Field(default=None, foreign_key="user_account.id", index=True)
+    author_name: str = Field(default="", max_length=300)
+    thread_id: int | None = Field(default=None, foreign_key="thread.id", index=True)
+    message_id: str = Field(max_length=300)
+    title: str = Field(max_length=300)
+    component: str = Field(default="", max_length=100)
+    severity: str = Field(default="", max_length=20)
+    release: str = Field(default="", max_length=100)
+    distro: str = Field(default="", max_length=100)
+    nodes: int | None = None
+    instances: int | None = None
+    # The operator's words (Markdown) and the post-mortem sections, JSON {field: text}.
+    body: str = Field(default="{}", sa_column=Column(Text, nullable=False, default="{}"))
+    refs: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    links: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    source: str = Field(default="portal", max_length=40)
+    source_file: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime)

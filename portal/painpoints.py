@@ -339,10 +339,17 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan], *, 
     for pp, at in session.execute(select(PainPointTest.pain_point_id, PainPointTest.at)
                                   .where(PainPointTest.pain_point_id.in_(ids))):
         facts.tests.setdefault(pp, []).append(at)
+    from .reports import severity_of_threads
+
+    declared = severity_of_threads(session, [t for ts in facts.threads.values() for t in ts])
+    rank = {"critical": 2, "high": 1}
     for pp, ts in facts.threads.items():
         reasons = " ".join(r for t in ts for r in pains.get(t, {}).get("reasons", [])).casefold()
-        facts.severity[pp] = ("critical" if any(f"'{w}'" in reasons for w in _CRITICAL)
-                              else "high" if any(f"'{w}'" in reasons for w in _HIGH) else "normal")
+        judged = ("critical" if any(f"'{w}'" in reasons for w in _CRITICAL)
+                  else "high" if any(f"'{w}'" in reasons for w in _HIGH) else "normal")
+        # An operator's report says how bad it is; the worse of that and the words counts.
+        said = max((declared[t] for t in ts if t in declared), key=lambda v: rank.get(v, 0), default="normal")
+        facts.severity[pp] = max(judged, said, key=lambda v: rank.get(v, 0))
     return facts
 
 

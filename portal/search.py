@@ -107,7 +107,7 @@ def _parents(components: Iterable[str]) -> list[str]:
 
 def thread_documents(session: Session, thread_ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """Index documents of threads (subject, new text of every message, authors and their roles)."""
-    from .models import MailingList, Message, PainPoint, PainPointMember, Person, Thread
+    from .models import FieldReport, MailingList, Message, PainPoint, PainPointMember, Person, Thread
     from .threads import thread_components, thread_refs
 
     ids = list(session.execute(select(Thread.id).order_by(Thread.id)).scalars()) if thread_ids is None \
@@ -135,11 +135,15 @@ def thread_documents(session: Session, thread_ids: list[int] | None = None) -> I
             select(PainPointMember.thread_id, PainPoint.status)
             .join(PainPoint, PainPoint.id == PainPointMember.pain_point_id)
             .where(PainPointMember.thread_id.in_(chunk))).all())
+        # A field report's thread is found as the report (its page is the report's).
+        reports: dict[int, int] = dict(session.execute(
+            select(FieldReport.thread_id, FieldReport.id).where(FieldReport.thread_id.in_(chunk))).all())
         for tid in chunk:
             if tid not in threads:
                 continue
             thread, list_name = threads[tid]
-            yield {"key": f"thread:{tid}", "kind": "thread", "id": str(tid), "title": thread.subject or "",
+            kind, ident = ("report", reports[tid]) if tid in reports else ("thread", tid)
+            yield {"key": f"{kind}:{ident}", "kind": kind, "id": str(ident), "title": thread.subject or "",
                    "text": "\n".join(texts.get(tid, [])), "author": " ".join(sorted(authors.get(tid, set()))),
                    "role": sorted(roles.get(tid, set())), "list": list_name,
                    "components": _parents(c["name"] for c in comps.get(tid, [])), "refs": refs.get(tid, []),
@@ -662,13 +666,17 @@ def index_for(config: Any) -> WhooshIndex | PostgresIndex:
 
 
 def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),
-            painpoint_ids: Iterable[int] | None = (), tickets: bool = False) -> int:
+            painpoint_ids: Iterable[int] | None = (), tickets: bool = False, removed: Iterable[str] = ()) -> int:
     """Bring the index up to date after the database committed: the given threads, the given
-    pain points (None: every one, merged ones removed) and, when asked, every ticket."""
+    pain points (None: every one, merged ones removed) and, when asked, every ticket; `removed`
+    names documents to drop (a deleted report: "report:7")."""
     from .models import PainPoint
 
-    docs: list[dict[str, Any]] = list(thread_documents(session, sorted(set(thread_ids)))) if thread_ids else []
-    gone: list[str] = []
+    wanted = sorted(set(thread_ids))
+    docs: list[dict[str, Any]] = list(thread_documents(session, wanted)) if wanted else []
+    # Threads that no longer exist (a deleted field report) leave the index.
+    found_threads = {d["key"] for d in docs}
+    gone: list[str] = [f"thread:{t}" for t in wanted if f"thread:{t}" not in found_threads] + list(removed)
     if painpoint_ids is None:
         docs += list(painpoint_documents(session))
         gone += [f"painpoint:{i}" for i in session.execute(select(PainPoint.id).where(

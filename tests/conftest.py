@@ -44,7 +44,13 @@ def _reset_postgres(url: str) -> None:
 
 
 @pytest.fixture
-def app(tmp_path: Path):
+def app_overrides() -> dict:
+    """Configuration a test module adds to the app (override this fixture there)."""
+    return {}
+
+
+@pytest.fixture
+def app(tmp_path: Path, app_overrides: dict):
     url = ""
     if BACKEND == "postgres":
         _reset_postgres(PG_URL)
@@ -52,9 +58,10 @@ def app(tmp_path: Path):
     application = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "DATABASE_URL": url,
                               "SECRET_KEY": "test-secret", "PRIVATE": False, "IMPORT_BATCH": 50,
                               # Tests share one address; the rate-limit test sets its own limit.
-                              "SIGNIN_RATE_LIMIT": "1000 per minute",
+                              "SIGNIN_RATE_LIMIT": "1000 per minute", "REPORT_RATE_LIMIT": "1000 per minute",
                               # The PostgreSQL leg runs the search suite on PostgreSQL's full-text search.
-                              "SEARCH_BACKEND": "postgres" if BACKEND == "postgres" else "whoosh"})
+                              "SEARCH_BACKEND": "postgres" if BACKEND == "postgres" else "whoosh",
+                              **app_overrides})
     dbmod.upgrade(application.config["SQLALCHEMY_URL"])
     yield application
     engine = dbmod._engines.pop(application.config["SQLALCHEMY_URL"], None)

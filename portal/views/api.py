@@ -1,4 +1,4 @@
-"""JSON API, version 1 (reads)."""
+"""JSON API, version 1."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..auth import api_read, api_role
 from ..classify import load_taxonomy
 from ..corrections import apply_corrections, set_pain
 from ..db import db
+from ..extensions import limiter, submitter_key
 from ..models import FIX_STATES, PAIN_STATUSES, PainPoint, Thread, User
 from ..painpoints import (
     SORTS,
@@ -357,3 +358,120 @@ def search() -> Any:
     except SearchError as exc:
         raise BadParameter("q", exc.message) from exc
     return jsonify({**index_for(current_app.config).search(query, sort=sort, page=page), "page": page})
+
+
+# --- field reports -----------------------------------------------------------------------------
+
+
+def _components() -> set[str]:
+    return set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+
+
+def _report_or_404(report_id: int) -> Any:
+    from ..models import FieldReport
+
+    return db().get(FieldReport, report_id)
+
+
+def _report_errors(errors: dict[str, str]) -> Any:
+    return jsonify({"error": "invalid report", "errors": errors}), 422
+
+
+@bp.post("/field-reports")
+@limiter.limit(lambda: current_app.config["REPORT_RATE_LIMIT"], key_func=submitter_key)
+@api_role("operator", "developer", "admin")
+def field_report_create(user: User) -> Any:
+    """POST /api/v1/field-reports {title, component, severity, release, what_happened, ...}:
+    201 {"id", "url"}; 422 {"errors": {field: message}}."""
+    from ..reports import ReportError, create, index_after, validate
+
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _report_errors({"body": "expected a JSON object of report fields"})
+    try:
+        fields = validate(body, _components())
+    except ReportError as exc:
+        return _report_errors(exc.errors)
+    report, _new = create(db(), current_app.config, fields, author=user)
+    db().commit()
+    index_after(db(), current_app.config, report_ids=[report.id])
+    url = f"/reports/{report.id}"
+    return jsonify({"id": report.id, "url": url}), 201, {"Location": url}
+
+
+@bp.get("/field-reports/<int:report_id>")
+@api_read
+def field_report(report_id: int) -> Any:
+    from ..reports import report_dict
+
+    report = _report_or_404(report_id)
+    if report is None:
+        return jsonify({"error": "not found"}), 404
+    return jsonify(report_dict(db(), report))
+
+
+@bp.patch("/field-reports/<int:report_id>")
+@api_role("operator", "developer", "admin")
+def field_report_update(report_id: int, user: User) -> Any:
+    """The author changes any field; developers and admins may triage (component, severity,
+    refs) but not rewrite the operator's words; anyone else gets 403."""
+    from ..reports import (
+        TRIAGE_FIELDS,
+        ReportError,
+        index_after,
+        may_edit,
+        may_triage,
+        report_dict,
+        update_report,
+        validate,
+    )
+
+    report = _report_or_404(report_id)
+    if report is None:
+        return jsonify({"error": "not found"}), 404
+    if not may_edit(user, report) and not may_triage(user):
+        return jsonify({"error": "only the author may change this report"}), 403
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict) or not body:
+        return _report_errors({"body": "expected a JSON object with the fields to change"})
+    if not may_edit(user, report):
+        words = sorted(set(body) - TRIAGE_FIELDS)
+        if words:
+            return jsonify({"error": "developers triage a report (component, severity, refs); the operator's "
+                                     f"words are theirs: {', '.join(words)}"}), 403
+    try:
+        changes = validate(body, _components(), partial=True)
+    except ReportError as exc:
+        return _report_errors(exc.errors)
+    update_report(db(), current_app.config, report, changes, user.email)
+    db().commit()
+    index_after(db(), current_app.config, report_ids=[report.id])
+    return jsonify(report_dict(db(), report))
+
+
+@bp.delete("/field-reports/<int:report_id>")
+@api_role("operator", "developer", "admin")
+def field_report_delete(report_id: int, user: User) -> Any:
+    """The author deletes a report (admins may too, for abuse); 204."""
+    from ..reports import delete_report, index_after, may_edit
+
+    report = _report_or_404(report_id)
+    if report is None:
+        return jsonify({"error": "not found"}), 404
+    if not (may_edit(user, report) or user.role == "admin"):
+        return jsonify({"error": "only the author may delete this report"}), 403
+    done = delete_report(db(), report, user.email)
+    db().commit()
+    index_after(db(), current_app.config, stored=done, removed=[f"report:{report_id}"])
+    return "", 204
+
+
+@bp.get("/reports")
+@api_read
+def reports() -> Any:
+    """GET /api/v1/reports?limit=&offset=: field reports, newest first."""
+    from ..reports import list_reports
+
+    limit, offset = _paging()
+    total, items = list_reports(db(), limit=limit, offset=offset)
+    return jsonify({"total": total, "items": items, "limit": limit, "offset": offset})

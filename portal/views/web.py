@@ -21,7 +21,7 @@ bp = Blueprint("web", __name__)
 @bp.before_request
 def _gate() -> Any:
     if request.endpoint not in ("web.healthz", "web.signin", "web.signout", "web.unsubscribe_view", "web.saved_feed",
-                                "static") \
+                                "web.signin_start", "web.signin_callback", "web.signin_demo", "static") \
             and not read_allowed():
         return render_template("private.html"), 401
     return None
@@ -103,10 +103,27 @@ def _safe_next(target: str | None) -> str:
     return url_for("web.index")
 
 
+def _signin_page(errors: dict[str, str] | None = None, status: int = 200, next_url: str = "") -> Any:
+    from ..signin import DEMO_ROLES, providers
+
+    return render_template("signin.html", errors=errors or {}, next=next_url or request.args.get("next", ""),
+                           providers=providers(current_app), demo_roles=DEMO_ROLES if current_app.config[
+                               "DEMO_SIGNIN"] else ()), status
+
+
+def _sign_in_as(user: Any, next_url: str | None) -> Any:
+    session.clear()  # a fresh session: nothing from before sign-in carries over
+    session["user_id"] = user.id
+    session.permanent = True
+    flash(f"Signed in as {user.email} ({user.role}).")
+    return redirect(_safe_next(next_url))
+
+
 @bp.route("/signin", methods=["GET", "POST"])
 @limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"], methods=["POST"])
 def signin() -> Any:
-    """Sign in with an API token (from `flask tokens create`) until OpenID Connect is configured."""
+    """The providers this deployment offers, and sign-in with an API token (accounts made with
+    `flask users create`)."""
     errors: dict[str, str] = {}
     if request.method == "POST":
         token = request.form.get("token", "").strip()
@@ -117,11 +134,70 @@ def signin() -> Any:
         elif user is None:
             errors[field] = "This token is unknown or revoked."
         else:
-            session.clear()
-            session["user_id"] = user.id
-            flash(f"Signed in as {user.email} ({user.role}).")
-            return redirect(_safe_next(request.form.get("next")))
-    return render_template("signin.html", errors=errors, next=request.args.get("next", "")), 422 if errors else 200
+            return _sign_in_as(user, request.form.get("next"))
+    return _signin_page(errors, 422 if errors else 200, request.form.get("next", ""))
+
+
+@bp.get("/signin/<provider>")
+@limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"])
+def signin_start(provider: str) -> Any:
+    from ..signin import client
+
+    remote = client(provider)
+    if remote is None:
+        abort(404)
+    session["signin_next"] = _safe_next(request.args.get("next"))
+    try:
+        return remote.authorize_redirect(url_for("web.signin_callback", provider=provider, _external=True))
+    except Exception as exc:  # noqa: BLE001 - the provider is down or its discovery document is broken
+        current_app.logger.warning("sign-in with %s could not start: %s", provider, exc)
+        return _signin_page({"provider": f"The sign-in service cannot be reached now ({exc.__class__.__name__}). "
+                                         "Try again in a moment."}, 502)
+
+
+@bp.get("/signin/<provider>/callback")
+@limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"])
+def signin_callback(provider: str) -> Any:
+    from authlib.integrations.base_client import OAuthError
+
+    from ..signin import SigninError, account_for, client, identity_from
+
+    remote = client(provider)
+    if remote is None:
+        abort(404)
+    next_url = session.pop("signin_next", None)
+    if request.args.get("error"):
+        reason = request.args.get("error_description") or request.args.get("error")
+        return _signin_page({"provider": f"Sign-in was not completed: {reason}."}, 400)
+    try:
+        token = remote.authorize_access_token()
+        user = account_for(db(), identity_from(provider, token))
+    except SigninError as exc:
+        db().rollback()
+        return _signin_page({"provider": str(exc)}, 403)
+    except OAuthError as exc:
+        return _signin_page({"provider": f"The sign-in answer was refused ({exc.error}). Start again."}, 400)
+    except Exception as exc:  # noqa: BLE001 - a provider that answers nonsense or not at all
+        current_app.logger.warning("sign-in with %s failed: %s", provider, exc)
+        return _signin_page({"provider": f"The sign-in could not be checked ({exc.__class__.__name__}). "
+                                         "Start again."}, 400)
+    return _sign_in_as(user, next_url)
+
+
+@bp.post("/signin/demo")
+@limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"])
+def signin_demo() -> Any:
+    """Demo sign-in (EARSHOT_DEMO_SIGNIN=1, never in production): be the demo operator,
+    developer or admin."""
+    from ..signin import SigninError, demo_account
+
+    if not current_app.config["DEMO_SIGNIN"]:
+        abort(404)
+    try:
+        user = demo_account(db(), request.form.get("role", ""))
+    except SigninError as exc:
+        return _signin_page({"role": str(exc)}, 422)
+    return _sign_in_as(user, request.form.get("next"))
 
 
 @bp.post("/signout")
@@ -270,6 +346,8 @@ def painpoint_vote(pp_id: int) -> Any:
     except PainPointError:
         abort(404)
     db().commit()
+    if request.accept_mimetypes.best == "application/json":  # the report form's button (fetch)
+        return {"voted": on, "painpoint": pp_id}
     flash("Counted: this affects you too." if on else "Taken back.")
     return redirect(url_for("web.painpoint", pp_id=pp_id))
 
