@@ -43,6 +43,24 @@ def _reset_postgres(url: str) -> None:
         pytest.skip(f"PostgreSQL at {url} is not reachable here ({exc.__class__.__name__}); CI always runs it")
 
 
+@pytest.fixture(scope="session")
+def oidc_provider():
+    """A real OpenID Connect provider on loopback (oidc-provider-mock: Authlib's server, RS256 ID
+    tokens) with three people; the sign-in tests go through it end to end."""
+    import httpx
+    import oidc_provider_mock
+
+    with oidc_provider_mock.run_server_in_thread() as server:
+        base = f"http://localhost:{server.server_port}"
+        for sub, claims in {
+            "alice": {"email": "alice@ops.example", "email_verified": True, "name": "Alice Ops"},
+            "boss": {"email": "boss@ops.example", "email_verified": True, "name": "The Boss"},
+            "mallory": {"email": "dev@project.example", "email_verified": False, "name": "Not Dev"},
+        }.items():
+            assert httpx.put(f"{base}/users/{sub}", json=claims).status_code == 204
+        yield base
+
+
 @pytest.fixture
 def app_overrides() -> dict:
     """Configuration a test module adds to the app (override this fixture there)."""

@@ -3,33 +3,15 @@ on loopback. Skipped locally when Chromium or Playwright is absent; CI installs 
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+from .conftest import ARTIFACTS
+
 HOSTILE = ("From x@y Mon Sep  1 10:00:00 2014\nFrom: Mallory <m@evil.example>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
            "Subject: <img src=x onerror=alert(1)> quota drift\nMessage-ID: <h@x>\n\n<script>alert(2)</script> body\n\n")
-
-
-def _need_browser():
-    """Skip only where Playwright or Debian's Chromium is absent locally; CI installs both and fails."""
-    reason = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        reason = "Playwright is not installed"
-    if reason is None and not shutil.which(CHROMIUM):
-        reason = f"{CHROMIUM} is absent (apt-get install chromium)"
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"browser tests must run in CI: {reason}")
-        pytest.skip(reason)
 
 
 @pytest.fixture
@@ -43,23 +25,6 @@ def server(app, import_paths, shared, tmp_path):
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
     thread.join(5)
-
-
-@pytest.fixture
-def page():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
-        pg = context.new_page()
-        dialogs: list[str] = []
-        pg.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        pg.dialogs = dialogs  # type: ignore[attr-defined]
-        yield pg
-        browser.close()
 
 
 def _fits_phone(pg) -> bool:

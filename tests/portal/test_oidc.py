@@ -9,7 +9,6 @@ import threading
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
-import oidc_provider_mock
 import pytest
 from flask import Flask, jsonify, redirect, request
 from werkzeug.serving import make_server
@@ -17,22 +16,9 @@ from werkzeug.serving import make_server
 from portal import create_app
 
 
-@pytest.fixture(scope="module")
-def provider():
-    with oidc_provider_mock.run_server_in_thread() as server:
-        base = f"http://localhost:{server.server_port}"
-        for sub, claims in {
-            "alice": {"email": "alice@ops.example", "email_verified": True, "name": "Alice Ops"},
-            "boss": {"email": "boss@ops.example", "email_verified": True, "name": "The Boss"},
-            "mallory": {"email": "dev@project.example", "email_verified": False, "name": "Not Dev"},
-        }.items():
-            assert httpx.put(f"{base}/users/{sub}", json=claims).status_code == 204
-        yield base
-
-
 @pytest.fixture
-def app_overrides(provider):
-    return {"OIDC_DISCOVERY_URL": f"{provider}/.well-known/openid-configuration", "OIDC_CLIENT_ID": "earshot",
+def app_overrides(oidc_provider):
+    return {"OIDC_DISCOVERY_URL": f"{oidc_provider}/.well-known/openid-configuration", "OIDC_CLIENT_ID": "earshot",
             "OIDC_CLIENT_SECRET": "s3cret", "OIDC_NAME": "Ops ID", "ADMIN_EMAILS": "boss@ops.example"}
 
 
@@ -82,7 +68,7 @@ def test_an_unverified_address_cannot_take_over_an_account(client, runner):
     assert client.get("/reports/new").status_code == 302  # still anonymous
 
 
-def test_denied_or_forged_answers_sign_nobody_in(client, provider):
+def test_denied_or_forged_answers_sign_nobody_in(client):
     start = client.get("/signin/oidc")
     denied = httpx.post(start.headers["Location"], data={"action": "deny"}, follow_redirects=False)
     back = urlsplit(denied.headers["Location"])
