@@ -16,10 +16,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo serves on loopback with the demo sign-in (anyone can be the demo operator, developer
+# or admin); the app refuses that in production.
 run: $(STAMP)
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo load
-	$(BIN)/flask run --host 127.0.0.1 --port 5000
+	EARSHOT_DEMO_SIGNIN=1 $(BIN)/flask run --host 127.0.0.1 --port 5000
 
 # pytest exits 5 when it collects nothing: that is a failure here, never a pass.
 test: $(STAMP)

@@ -570,8 +570,23 @@ def demo_load(messages: int, seed: int) -> None:
         log = write_demo_gitlog(folder / "demo-git.log", refs, seed)
         result = store_commits(s, iter_commits(log), jira_projects=["CLOUDSTACK"])
         refresh_all(s)  # pain points follow their tickets' fix and test state
-    _reindex(painpoint_ids=None, tickets=True)
     click.echo(f"demo: git history fixes {len(result.fixes)} tickets, {len(result.tested)} with a test")
+    from .classify import load_taxonomy
+    from .demo import demo_reports
+    from .reports import create, group_reports, validate
+
+    known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+    filed, threads = 0, set()
+    with dbmod.session_scope() as s:
+        for i, item in enumerate(demo_reports(seed)):
+            report, new = create(s, current_app.config, validate(item["fields"], known),
+                                  author_name=item["author_name"], author_email=item["author_email"],
+                                  key=f"demo-{seed}-{i}", created=item["created"], source="demo", group_now=False)
+            filed += new
+            threads.add(report.thread_id)
+        group_reports(s)
+    _reindex(thread_ids=threads, painpoint_ids=None, tickets=True)
+    click.echo(f"demo: {filed} field reports filed")
 
 
 @click.group("painpoints", cls=AppGroup, help="Pain points: threads about one production problem.")

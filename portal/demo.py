@@ -229,3 +229,31 @@ def write_demo_gitlog(path: Path, refs: dict[str, tuple[datetime, datetime]], se
                 parsedate_to_datetime(b.split("CommitDate: ", 1)[1].split("\n", 1)[0]))
     path.write_text("\n".join(reversed(blocks)), encoding="utf-8")  # git prints newest first
     return path
+
+
+def demo_reports(seed: int = 7, count: int = 12, start: datetime | None = None) -> Iterator[dict]:
+    """Field reports as operators file them on the portal: a topic (some in other words), a
+    release, a scale, a severity, sometimes a workaround and a ticket."""
+    rng = random.Random(seed * 31 + 5)
+    start = start or datetime(2015, 3, 1, 9, 0, tzinfo=UTC)
+    for i in range(count):
+        component, subject, text = TOPICS[i % len(TOPICS)]
+        if rng.random() < 0.4:
+            subject, text = OTHER_WORDING[i % len(OTHER_WORDING)]
+        name, email = OPERATORS[rng.randrange(len(OPERATORS))]
+        fields = {
+            "title": subject.split("] ", 1)[-1], "component": component,
+            "severity": rng.choice(["critical", "high", "normal", "normal", "low"]),
+            "release": rng.choice(RELEASES), "distro": rng.choice(["Ubuntu 14.04", "CentOS 7", "RHEL 7"]),
+            "nodes": rng.choice([12, 40, 120, 400, 1200]), "instances": rng.choice([300, 2000, 9000, 40000]),
+            "what_happened": text,
+            "steps": "1. Run the workload as usual\n2. Watch the symptom above within a day",
+            "expected": "It keeps working as before the change.", "actual": "See what happened.",
+        }
+        if rng.random() < 0.5:
+            fields["workaround"] = "Restart the service nightly from cron; it buys a day."
+        if rng.random() < 0.4:
+            fields["refs"] = [rng.choice(["https://bugs.launchpad.net/nova/+bug/{n}", "CLOUDSTACK-{c}"]).format(
+                n=rng.randint(1200000, 1500000), c=rng.randint(8000, 9200))]
+        yield {"fields": fields, "author_name": name, "author_email": email,
+               "created": start + timedelta(days=7 * i, hours=rng.randrange(48))}

@@ -119,9 +119,11 @@ def test_cli_import_reports_problems_with_file_and_position(runner, tmp_path):
 def test_demo_load_is_deterministic_and_idempotent(runner, client):
     first = runner.invoke(args=["demo", "load", "--messages", "120"])
     assert first.exit_code == 0, first.output
-    assert "120 new messages" in first.output
+    assert "120 new messages" in first.output and "12 field reports filed" in first.output
     again = runner.invoke(args=["demo", "load", "--messages", "120"])
-    assert "0 new messages, 120 already there" in again.output
+    assert "0 new messages, 120 already there" in again.output and "0 field reports filed" in again.output
+    reports = client.get("/api/v1/reports?limit=50").get_json()
+    assert reports["total"] == 12 and all(r["status"] != "unreviewed" for r in reports["items"])
     data = client.get("/api/v1/threads?list=openstack-operators").get_json()
     assert data["total"] > 0
     from portal.demo import OPERATORS

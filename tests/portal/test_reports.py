@@ -211,3 +211,15 @@ def test_bulk_import_json_csv_yaml_keeps_good_rows_and_reports_bad_ones(runner, 
     again = json.loads(runner.invoke(args=["reports", "import", "--json", str(tmp_path)]).output.strip()
                        .splitlines()[-1])
     assert again["reports_new"] == 0 and again["already_stored"] == 3
+
+
+def test_tokens_are_listed_by_prefix_and_revocable(client, runner, op):
+    listing = runner.invoke(args=["tokens", "list", "--email", "op@cloud.example"]).output
+    token = op["Authorization"].split()[1]
+    assert token[:12] in listing and token not in listing and "read,write" in listing
+    token_id = listing.split()[0]
+    assert runner.invoke(args=["tokens", "revoke", token_id]).exit_code == 0
+    assert client.post("/api/v1/field-reports", json=REPORT, headers=op).status_code == 401
+    assert "revoked" in runner.invoke(args=["tokens", "list"]).output
+    bad = runner.invoke(args=["tokens", "create", "--email", "op@cloud.example", "--scopes", "root"])
+    assert bad.exit_code != 0 and "scopes are read, write" in bad.output
