@@ -497,11 +497,52 @@ def settings() -> Any:
             flash("Your weekly digest follows " + ("all components." if wanted is None else ", ".join(sorted(wanted))
                                                    + "."))
             return redirect(url_for("web.settings"))
-    from ..models import Subscription
+    return _settings_page(user, errors, status=422 if errors else 200)
+
+
+def _settings_page(user: Any, errors: dict[str, str], *, new_token: str = "", status: int = 200) -> Any:
+    from ..models import ApiToken, Subscription
 
     sub = db().execute(select(Subscription).where(Subscription.user_id == user.id)).scalars().first()
-    return render_template("settings.html", user=user, sub=sub, components=_taxonomy_names(),
-                           errors=errors), 422 if errors else 200
+    tokens = db().execute(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id.desc())
+                          ).scalars().all()
+    return render_template("settings.html", user=user, sub=sub, components=_taxonomy_names(), errors=errors,
+                           tokens=tokens, new_token=new_token), status
+
+
+@bp.post("/settings/tokens")
+def settings_tokens() -> Any:
+    """A user's own API tokens: create one (shown once, on this answer only: never in a cookie
+    or a log) or revoke one."""
+    from ..auth import create_token, parse_scopes, revoke
+    from ..models import ApiToken, AuditEvent
+
+    user = current_user()
+    if user is None:
+        return redirect(url_for("web.signin", next=url_for("web.settings")))
+    if request.form.get("action") == "revoke":
+        try:
+            row = db().get(ApiToken, parse_int("token_id", request.form.get("token_id"), 0, 0, 2**62))
+        except BadParameter:
+            row = None
+        if row is None or row.user_id != user.id:
+            abort(404)
+        revoke(db(), row.id or 0)
+        db().add(AuditEvent(by=user.email, action="token_revoke", target_kind="user", target_id=user.id or 0,
+                            detail=f'{{"token": "{row.prefix}"}}'))
+        db().commit()
+        flash(f"Token {row.prefix}… revoked.")
+        return redirect(url_for("web.settings"))
+    try:
+        scopes = parse_scopes(request.form.get("scopes", ""))
+    except ValueError:
+        return _settings_page(user, {"scopes": "Choose read only, or read and write."}, status=422)
+    token = create_token(db(), user, scopes)
+    db().add(AuditEvent(by=user.email, action="token_create", target_kind="user", target_id=user.id or 0,
+                        detail=f'{{"token": "{token[:12]}", "scopes": "{scopes}"}}'))
+    db().commit()
+    response = _settings_page(user, {}, new_token=token)
+    return response[0], response[1], {"Cache-Control": "no-store"}
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])

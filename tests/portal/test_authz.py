@@ -13,7 +13,8 @@ PUBLIC, ANY, DEV, ADMIN, AUTHOR = "public", "signed-in", "developer", "admin", "
 WRITES = {
     ("web.signin", "POST"): PUBLIC, ("web.signin_demo", "POST"): PUBLIC, ("web.signout", "POST"): PUBLIC,
     ("web.unsubscribe_view", "POST"): PUBLIC,  # the signed token in the URL is the authority
-    ("web.settings", "POST"): ANY, ("web.saved_searches", "POST"): ANY, ("web.painpoint_vote", "POST"): ANY,
+    ("web.settings", "POST"): ANY, ("web.settings_tokens", "POST"): ANY, ("web.saved_searches", "POST"): ANY,
+    ("web.painpoint_vote", "POST"): ANY,
     ("reports.new", "POST"): ANY,
     ("reports.edit", "POST"): AUTHOR, ("reports.delete", "POST"): AUTHOR,
     ("reports.triage", "POST"): DEV, ("web.painpoint_triage", "POST"): DEV, ("web.correct_components", "POST"): DEV,

@@ -84,3 +84,27 @@ def test_author_edits_developer_triages_author_deletes(app, client, runner):
     assert client.get(url).status_code == 200
     assert client.post(f"{url}/delete", data={"confirm": "yes"}).status_code == 302
     assert client.get(url).status_code == 404
+
+
+def test_people_make_and_revoke_their_own_tokens(app, client, runner):
+    app.config["WTF_CSRF_ENABLED"] = False
+    _sign_in(client, runner, "op@ops.example")
+    made = client.post("/settings/tokens", data={"action": "create", "scopes": "read,write"})
+    assert made.status_code == 200 and made.headers["Cache-Control"] == "no-store"
+    token = re.search(r'<code class="token">(esk_[^<]+)</code>', made.get_data(as_text=True)).group(1)
+    assert token not in client.get("/settings").get_data(as_text=True)  # shown once
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.post("/api/v1/field-reports", headers=headers, json={
+        "title": "Made with my own token", "what_happened": "scripted"}).status_code == 201
+    assert client.post("/settings/tokens", data={"action": "create", "scopes": "sudo"}).status_code == 422
+    listing = runner.invoke(args=["tokens", "list", "--email", "op@ops.example"]).output.splitlines()
+    own = [line.split()[0] for line in listing if token[:12] in line][0]
+    runner.invoke(args=["users", "create", "--email", "x@ops.example"])
+    other = runner.invoke(args=["tokens", "create", "--email", "x@ops.example"]).output.strip().splitlines()[-1]
+    other_id = [line.split()[0] for line in runner.invoke(args=["tokens", "list", "--email", "x@ops.example"])
+                .output.splitlines()][0]
+    assert client.post("/settings/tokens", data={"action": "revoke", "token_id": other_id}).status_code == 404
+    assert client.get("/api/v1/reports", headers={"Authorization": f"Bearer {other}"}).status_code == 200
+    assert client.post("/settings/tokens", data={"action": "revoke", "token_id": own}).status_code == 302
+    assert client.post("/api/v1/field-reports", headers=headers, json={
+        "title": "After revoking", "what_happened": "refused"}).status_code == 401
