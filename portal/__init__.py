@@ -29,7 +29,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             raise RuntimeError("EARSHOT_SECRET_KEY must be set when EARSHOT_ENV=production")
         # Development only: a per-process key (sessions do not survive a restart).
         app.config["SECRET_KEY"] = os.environ.get("FLASK_SECRET_KEY") or secrets.token_hex(32)
-    app.config.setdefault("MAX_CONTENT_LENGTH", 16 * 1024 * 1024)
     app.config.update(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

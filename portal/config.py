@@ -54,6 +54,8 @@ DEFAULTS: dict[str, object] = {
     "RATELIMIT_ENABLED": True,
     # Sign-in attempts allowed per address.
     "SIGNIN_RATE_LIMIT": "10 per minute",
+    # The largest request body accepted (bytes); larger ones are refused with 413 before parsing.
+    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,
     # Field reports one user may file (pages and API together, per limiter store).
     "REPORT_RATE_LIMIT": "20 per hour",
     # Sign-in through an OpenID Connect provider: its discovery URL

@@ -43,6 +43,12 @@ def _not_found(_exc: Exception) -> Any:
     return jsonify({"error": "not found"}), 404
 
 
+@bp.errorhandler(413)
+def _too_large(_exc: Exception) -> Any:
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    return jsonify({"error": f"request body over the limit of {limit:,} bytes"}), 413
+
+
 def _paging() -> tuple[int, int]:
     """limit and offset of a list request, checked (400 naming the parameter otherwise)."""
     limit = parse_int("limit", request.args.get("limit"), current_app.config["PAGE_SIZE"], 1,

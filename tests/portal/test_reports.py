@@ -223,3 +223,10 @@ def test_tokens_are_listed_by_prefix_and_revocable(client, runner, op):
     assert "revoked" in runner.invoke(args=["tokens", "list"]).output
     bad = runner.invoke(args=["tokens", "create", "--email", "op@cloud.example", "--scopes", "root"])
     assert bad.exit_code != 0 and "scopes are read, write" in bad.output
+
+
+def test_request_bodies_are_capped(app, client, op):
+    app.config["MAX_CONTENT_LENGTH"] = 4096
+    r = client.post("/api/v1/field-reports", json={**REPORT, "log_excerpt": "x" * 10000}, headers=op)
+    assert r.status_code == 413 and "limit" in r.get_json()["error"]
+    assert client.get("/api/v1/reports").get_json()["total"] == 0
