@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from importers.model import ImportProblem, ParsedMessage
@@ -382,13 +383,18 @@ class Ingest:
     def _list(self, name: str) -> tuple[int, str]:
         name = clean_text(name).strip().lower()[:200] or "unknown"
         if name not in self._lists:
-            row = self.session.execute(select(MailingList.id, MailingList.role).where(MailingList.name == name)).first()
+            query = select(MailingList.id, MailingList.role).where(MailingList.name == name)
+            row = self.session.execute(query).first()
             if row is None:
-                ml = MailingList(name=name, role=list_role_for(name))
-                self.session.add(ml)
-                self.session.flush()
-                self._lists[name] = (int(ml.id or 0), ml.role)
-            else:
+                try:
+                    # Another process (a web worker filing a report, a poll) may add it at once.
+                    with self.session.begin_nested():
+                        ml = MailingList(name=name, role=list_role_for(name))
+                        self.session.add(ml)
+                    self._lists[name] = (int(ml.id or 0), ml.role)
+                except IntegrityError:
+                    row = self.session.execute(query).one()
+            if row is not None:
                 self._lists[name] = (int(row[0]), str(row[1]))
         return self._lists[name]
 
@@ -424,8 +430,13 @@ class Ingest:
                 return int(row.id)
         person = Person(email=email, name=name, name_key=key, role=list_role if list_role in ("operator", "developer")
                         else "unknown")
-        s.add(person)
-        s.flush()
+        try:
+            with s.begin_nested():  # a concurrent writer may add the same address first
+                s.add(person)
+        except IntegrityError:
+            if not email:
+                raise
+            return int(s.execute(select(Person.id).where(Person.email == email)).scalar_one())
         return int(person.id or 0)
 
     # -- threading ----------------------------------------------------------------------------

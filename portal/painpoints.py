@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
+from sqlalchemy import text as sql
 from sqlmodel import Session
 
 from importers.refs import extract_refs, ticket_url, tracker_of
@@ -90,6 +91,7 @@ SEVERITY_WEIGHT = {"critical": 2.0, "high": 1.5, "normal": 1.0}
 _CRITICAL = ("outage", "outtage", "downtime", "corrupted", "is down", "went down")
 _HIGH = ("regression", "regressed", "broken", "broke", "blocked", "blocking", "gate is blocked", "crash",
          "crashed", "crashes", "stopped working", "leak")
+GROUP_LOCK = 0x45617273  # pg_advisory_xact_lock key of pain point grouping ("Ears")
 FORMULA = "(3*operators + 2*organisations + reports + votes) * severity * recency * reach"
 _REF_RE = re.compile(r"^(lp|gerrit|jira|gh|redmine|bp|story):[\w./#+\-]{1,200}$")
 
@@ -139,6 +141,10 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
 
     if threshold is None:
         threshold = _taxonomy().pain.threshold
+    if session.get_bind().dialect.name == "postgresql":
+        # One grouping at a time across workers and hosts (until this transaction ends): two
+        # at once would both place the same new thread. SQLite serialises writers by itself.
+        session.execute(sql("SELECT pg_advisory_xact_lock(:key)"), {"key": GROUP_LOCK})
     result = GroupResult()
     # Sets of ids stay in SQL (subqueries): an archive can bring more pain threads than a
     # database takes bound parameters.

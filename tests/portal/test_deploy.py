@@ -1,0 +1,85 @@
+"""The documented production setup: gunicorn with several workers sharing one database (the
+PostgreSQL leg runs it on PostgreSQL with the PostgreSQL search backend), in production mode."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def workers(app, runner):
+    tokens = []
+    for email in ("ana@ops.example", "lars@ops.example"):
+        runner.invoke(args=["users", "create", "--email", email])
+        tokens.append(runner.invoke(args=["tokens", "create", "--email", email]).output.strip().splitlines()[-1])
+    port = _free_port()
+    env = {**os.environ, "EARSHOT_ENV": "production", "EARSHOT_SECRET_KEY": "s" * 64,
+           "EARSHOT_DATA_DIR": app.config["DATA_DIR"], "EARSHOT_DATABASE_URL": app.config["DATABASE_URL"] or "",
+           "EARSHOT_SEARCH_BACKEND": app.config["SEARCH_BACKEND"], "EARSHOT_PROXY_FIX": "1"}
+    if not env["EARSHOT_DATABASE_URL"]:
+        env.pop("EARSHOT_DATABASE_URL")
+    gunicorn = Path(sys.executable).parent / "gunicorn"
+    log = Path(app.config["DATA_DIR"]) / "access.log"
+    proc = subprocess.Popen([str(gunicorn), "--workers", "3", "--bind", f"127.0.0.1:{port}",
+                             "--access-logfile", str(log), "--error-logfile", str(log.with_name("error.log")),
+                             "--access-logformat", "%(p)s %(m)s %(U)s %(s)s", "app:app"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
+    yield {"base": base, "tokens": tokens, "log": log}
+    proc.terminate()
+    proc.wait(15)
+    proc.stderr.close()
+
+
+def test_several_workers_share_one_database_and_one_search(workers):
+    base, tokens = workers["base"], workers["tokens"]
+
+    def file(i: int) -> httpx.Response:
+        # A new connection each time, so the workers share the requests.
+        return httpx.post(f"{base}/api/v1/field-reports", timeout=60,
+                          headers={"Authorization": f"Bearer {tokens[i % 2]}"},
+                          json={"title": f"Quota usage drifts after resize, cell {i}", "component": "quotas",
+                                "what_happened": f"Cell {i}: cores usage never comes down after a resize."})
+
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(file, range(12)))
+    errors = workers["log"].with_name("error.log")
+    assert [a.status_code for a in answers] == [201] * 12, errors.read_text()[-3000:]
+    ids = {a.json()["id"] for a in answers}
+    assert len(ids) == 12
+    for _ in range(6):  # every worker sees every report, and one search index
+        assert httpx.get(f"{base}/api/v1/reports").json()["total"] == 12
+        found = httpx.get(f"{base}/api/v1/search", params={"q": "quota resize", "kind": "report"}).json()
+        assert {h["id"] for h in found["hits"]} == ids
+    # Production mode: cookies are Secure; the proxy's scheme is trusted (EARSHOT_PROXY_FIX=1).
+    page = httpx.get(f"{base}/signin", headers={"X-Forwarded-Proto": "https"})
+    assert "Secure" in page.headers["set-cookie"] and "HttpOnly" in page.headers["set-cookie"]
+    pids = {line.split()[0] for line in workers["log"].read_text().splitlines()
+            if re.match(r"<\d+> POST /api/v1/field-reports 201", line)}
+    assert len(pids) >= 2, "the reports were all served by one worker"
