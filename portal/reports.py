@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -544,8 +545,8 @@ def _import_one(session: Session, config: Any, item: Any, components: set[str], 
         result.already_stored += 1
 
 
-def index_after(session: Session, config: Any, *, report_ids: list[int | None] = (),  # type: ignore[assignment]
-                stored: Stored | None = None, removed: list[str] = ()) -> None:  # type: ignore[assignment]
+def index_after(session: Session, config: Any, *, report_ids: Iterable[int | None] = (),
+                stored: Stored | None = None, removed: Iterable[str] = ()) -> None:
     """Bring search up to date after a report change committed. Search is derived data: a
     failure is logged, never the request's; `flask index rebuild` catches up."""
     import logging

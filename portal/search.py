@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -349,27 +350,50 @@ class WhooshIndex:
         writer.commit()
         return n
 
-    def more_like(self, key: str, *, limit: int = 10) -> list[dict[str, Any]]:
-        """Documents most like the one with this key (Whoosh's key-term expansion over its text)."""
+    def searcher(self) -> Any:
+        """This thread's searcher of the live generation, kept between requests (opening one
+        costs tens of milliseconds on a large index) and refreshed when the index changed."""
+        cache: dict[str, tuple[Path, Any]] = _searchers.__dict__.setdefault("by_folder", {})
+        path = self.current()
+        if path is None:
+            return None
+        held = cache.get(str(self.folder))
+        if held is not None and held[0] == path and held[1].up_to_date():
+            return held[1]
+        if held is not None:
+            # A fresh searcher, not Whoosh's refresh(): refresh reuses segment readers and so
+            # misses documents deleted from a segment it already had.
+            held[1].close()
         ix = self.open()
         if ix is None:
+            return None
+        searcher = ix.searcher()
+        cache[str(self.folder)] = (path, searcher)
+        while len(cache) > 4:  # a process serves one index; tests and tools may open a few
+            _old_path, old = cache.pop(next(iter(cache)))
+            old.close()
+        return searcher
+
+    def more_like(self, key: str, *, limit: int = 10) -> list[dict[str, Any]]:
+        """Documents most like the one with this key (Whoosh's key-term expansion over its text)."""
+        searcher = self.searcher()
+        if searcher is None:
             return []
-        with ix.searcher() as searcher:
-            docnum = searcher.document_number(key=key)
-            if docnum is None:
-                return []
-            return [{"kind": h["kind"], "id": int(h["id"]), "title": h["title"], "score": round(float(h.score), 4)}
-                    for h in searcher.more_like(docnum, "text", top=limit)]
+        docnum = searcher.document_number(key=key)
+        if docnum is None:
+            return []
+        return [{"kind": h["kind"], "id": int(h["id"]), "title": h["title"], "score": round(float(h.score), 4)}
+                for h in searcher.more_like(docnum, "text", top=limit)]
 
     def search(self, q: Query, *, sort: str = "relevance", page: int = 1, per_page: int = 20) -> dict[str, Any]:
         from whoosh import qparser, sorting
         from whoosh.query import And, DateRange, Every, Not, Or, Term
 
-        ix = self.open()
+        searcher = self.searcher()
         empty = {"total": 0, "facets": {f: {} for f in FACETS}, "hits": [], "suggestion": None}
-        if ix is None:
+        if searcher is None:
             return empty
-        parser = qparser.MultifieldParser(["title", "text"], ix.schema, group=qparser.AndGroup)
+        parser = qparser.MultifieldParser(["title", "text"], searcher.schema, group=qparser.AndGroup)
         # "-word" excludes a word; a hyphen inside a word (l3-agent) is part of it.
         parser.add_plugin(qparser.PlusMinusPlugin(plusexpr=r"(?:^|(?<=\s))\+", minusexpr=r"(?:^|(?<=\s))-"))
         parser.remove_plugin_class(qparser.FieldsPlugin)  # our filters are parsed apart; no field syntax here
@@ -386,28 +410,29 @@ class WhooshIndex:
         query = And(parts) if len(parts) > 1 else words
         sortedby = {"relevance": None, "date": sorting.FieldFacet("date", reverse=True),
                     "impact": sorting.FieldFacet("impact", reverse=True)}[sort]
-        with ix.searcher() as searcher:
-            results = searcher.search_page(query, page, pagelen=per_page, sortedby=sortedby)
-            results.results.fragmenter.charlimit = 8000  # snippets come from the start of long threads
-            results.results.formatter = MarkFormatter()
-            hits = []
-            for hit in results:
-                snippet = hit.highlights("text", top=2) or hit.highlights("title") or _escape(hit["text"][:240])
-                meta = {"kind": hit["kind"], "id": int(hit["id"]), "title": hit["title"], "snippet": snippet,
-                        "list": hit.get("list") or None, "components": [c for c in (hit.get("components") or
-                                                                                     "").split(",") if c],
-                        "refs": [r for r in (hit.get("refs") or "").split(",") if r],
-                        "status": hit.get("status") or None,
-                        "date": hit["date"].isoformat() + "Z" if hit.get("date") else None,
-                        "score": round(float(hit.score or 0.0), 4)}
-                hits.append(meta)
-            # One pass over the matching documents gives both the total and the facets; past
-            # COUNT_CAP matches both are estimates (the ranking of the top hits is exact).
-            matching = list(islice(searcher.docs_for_query(query), COUNT_CAP + 1))
-            estimated = len(matching) > COUNT_CAP
-            total = int(results.results.estimated_length()) if estimated else len(matching)
-            counts = _facet_table(ix, searcher).counts(matching[:COUNT_CAP])
-            suggestion = did_you_mean(searcher, q.words) if q.words and total < 3 else None
+        # search(), not search_page(): a page counts every match to number its pages, and the
+        # one pass below counts them anyway (with the facets).
+        results = searcher.search(query, limit=page * per_page, sortedby=sortedby)
+        results.fragmenter.charlimit = 8000  # snippets come from the start of long threads
+        results.formatter = MarkFormatter()
+        hits = []
+        for hit in results[(page - 1) * per_page:page * per_page]:
+            snippet = hit.highlights("text", top=2) or hit.highlights("title") or _escape(hit["text"][:240])
+            meta = {"kind": hit["kind"], "id": int(hit["id"]), "title": hit["title"], "snippet": snippet,
+                    "list": hit.get("list") or None, "components": [c for c in (hit.get("components") or
+                                                                                 "").split(",") if c],
+                    "refs": [r for r in (hit.get("refs") or "").split(",") if r],
+                    "status": hit.get("status") or None,
+                    "date": hit["date"].isoformat() + "Z" if hit.get("date") else None,
+                    "score": round(float(hit.score or 0.0), 4)}
+            hits.append(meta)
+        # One pass over the matching documents gives both the total and the facets; past
+        # COUNT_CAP matches both are estimates (the ranking of the top hits is exact).
+        matching = list(islice(searcher.docs_for_query(query), COUNT_CAP + 1))
+        estimated = len(matching) > COUNT_CAP
+        total = int(results.estimated_length()) if estimated else len(matching)
+        counts = _facet_table(searcher).counts(matching[:COUNT_CAP])
+        suggestion = did_you_mean(searcher, q.words) if q.words and total < 3 else None
         return {"total": total, "total_is_estimate": estimated, "facets": counts, "hits": hits,
                 "suggestion": suggestion}
 
@@ -457,10 +482,13 @@ class FacetTable:
 
 
 _facet_tables: dict[tuple[str, int, int], FacetTable] = {}
+# Each thread keeps its own searchers (a Whoosh searcher is not to be shared between threads).
+_searchers = threading.local()
 
 
-def _facet_table(ix: Any, searcher: Any) -> FacetTable:
-    key = (str(ix.storage.folder), ix.latest_generation(), searcher.doc_count_all())
+def _facet_table(searcher: Any) -> FacetTable:
+    ix = searcher._ix
+    key = (str(ix.storage.folder), searcher.reader().generation(), searcher.doc_count_all())
     table = _facet_tables.get(key)
     if table is None:
         _facet_tables.clear()  # one index version per process is enough
