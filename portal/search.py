@@ -698,26 +698,32 @@ def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),
     """Bring the index up to date after the database committed: the given threads, the given
     pain points (None: every one, merged ones removed) and, when asked, every ticket; `removed`
     names documents to drop (a deleted report: "report:7")."""
-    from .models import PainPoint
+    from itertools import chain
 
+    from .models import PainPoint, Thread
+
+    # Documents stream to the writer (500 threads at a time), so memory does not grow with the
+    # archive; what must leave the index is found in SQL beforehand.
     wanted = sorted(set(thread_ids))
-    docs: list[dict[str, Any]] = list(thread_documents(session, wanted)) if wanted else []
+    existing = {t for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500))
+                for t in session.execute(select(Thread.id).where(Thread.id.in_(chunk))).scalars()}
     # Threads that no longer exist (a deleted field report) leave the index.
-    found_threads = {d["key"] for d in docs}
-    gone: list[str] = [f"thread:{t}" for t in wanted if f"thread:{t}" not in found_threads] + list(removed)
+    gone: list[str] = [f"thread:{t}" for t in wanted if t not in existing] + list(removed)
+    parts: list[Iterable[dict[str, Any]]] = [thread_documents(session, sorted(existing))] if existing else []
     if painpoint_ids is None:
-        docs += list(painpoint_documents(session))
+        parts.append(painpoint_documents(session))
         gone += [f"painpoint:{i}" for i in session.execute(select(PainPoint.id).where(
             PainPoint.merged_into_id.is_not(None))).scalars()]
     else:
         ids = sorted(set(painpoint_ids))
-        found = list(painpoint_documents(session, ids)) if ids else []
-        live = {int(d["id"]) for d in found}
-        docs += found
+        live = {i for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500))
+                for i in session.execute(select(PainPoint.id).where(
+                    PainPoint.id.in_(chunk), PainPoint.merged_into_id.is_(None), PainPoint.reports > 0)).scalars()}
+        parts.append(painpoint_documents(session, sorted(live)) if live else [])
         gone += [f"painpoint:{i}" for i in ids if i not in live]
     if tickets:
-        docs += list(ticket_documents(session))
-    return index_for(config).update(docs, gone)
+        parts.append(ticket_documents(session))
+    return index_for(config).update(chain.from_iterable(parts), gone)
 
 
 def reindex_painpoints(session: Session, config: Any, ids: list[int]) -> int:
