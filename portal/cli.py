@@ -476,8 +476,9 @@ def reports_import(as_json: bool, paths: tuple[Path, ...]) -> None:
     from .reports import import_files, index_after
 
     known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
-    with dbmod.session_scope() as s:
-        result = import_files(s, current_app.config, list(paths), known)
+    with tqdm(unit="report", desc="reports", disable=not sys.stderr.isatty(), file=sys.stderr) as bar, \
+            dbmod.session_scope() as s:
+        result = import_files(s, current_app.config, list(paths), known, progress=bar.update)
         index_after(s, current_app.config, stored=result.stored)
     summary = result.as_dict()
     if as_json:

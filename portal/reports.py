@@ -484,9 +484,10 @@ def _content_key(fields: dict[str, Any], author: str, created: str) -> str:
 
 
 def import_files(session: Session, config: Any, paths: list[Any], components: set[str], *,
-                 now: datetime | None = None) -> BulkResult:
+                 now: datetime | None = None, progress: Any = None) -> BulkResult:
     """Import report files. Each bad report (or field) is a problem with its file and position;
-    the good ones are stored, each once however often the file is imported."""
+    the good ones are stored, each once however often the file is imported. `progress(n)` is
+    called after each report read."""
     from importers.reports import RawReport, read_reports
 
     result = BulkResult()
@@ -494,6 +495,8 @@ def import_files(session: Session, config: Any, paths: list[Any], components: se
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
             for item in read_reports(file, now=now):
+                if progress is not None:
+                    progress(1)
                 if isinstance(item, ImportProblem):
                     result.problems.append(item)
                     continue
