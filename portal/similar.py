@@ -213,11 +213,12 @@ def thread_docs(session: object, thread_ids: list[int] | None = None) -> list[Do
 def similar_items(session: object, url: str, text: str, *, title: str | None = None, k: int = 10,
                   kind: str | None = None) -> list[dict[str, object]]:
     """The threads and pain points most like a draft, best first: a pain point comes just before
-    its best thread, with that thread's score. `kind` keeps one of the two."""
+    its best thread, with that thread's score; a field report's thread is given as the report
+    (kind "report"). `kind` keeps pain points, or threads and reports."""
     from sqlalchemy import select
     from sqlmodel import Session
 
-    from .models import PainPoint, PainPointMember
+    from .models import FieldReport, PainPoint, PainPointMember
 
     assert isinstance(session, Session)
     index = thread_index(session, url)
@@ -227,6 +228,9 @@ def similar_items(session: object, url: str, text: str, *, title: str | None = N
                                   .where(PainPointMember.thread_id.in_(ids))).all()) if ids else {}
     titles: dict[int, str] = dict(session.execute(select(PainPoint.id, PainPoint.title).where(
         PainPoint.id.in_(set(points.values())), PainPoint.merged_into_id.is_(None))).all()) if points else {}
+    # A field report's thread is answered as the report (its page is the report's).
+    reports: dict[int, int] = dict(session.execute(select(FieldReport.thread_id, FieldReport.id).where(
+        FieldReport.thread_id.in_(ids))).all()) if ids and kind != "painpoint" else {}
     items: list[dict[str, object]] = []
     seen: set[int] = set()
     for doc, score in found:
@@ -235,7 +239,9 @@ def similar_items(session: object, url: str, text: str, *, title: str | None = N
             seen.add(pp)
             items.append({"kind": "painpoint", "id": pp, "title": titles[pp], "score": round(score, 4)})
         if kind != "painpoint":
-            items.append({"kind": doc.kind, "id": doc.id, "title": doc.title, "score": round(score, 4)})
+            report = reports.get(int(doc.id))
+            items.append({"kind": "report" if report else doc.kind, "id": report or doc.id, "title": doc.title,
+                          "score": round(score, 4)})
     return items[:k]
 
 

@@ -96,6 +96,9 @@ def test_filed_report_is_classified_linked_grouped_and_found(app, client, op):
     assert set(listing["items"][0]) >= {"id", "title", "components", "refs", "status", "created"}
     hits = client.get("/api/v1/search?q=quota+resize&kind=report").get_json()["hits"]
     assert [h["id"] for h in hits] == [body["id"]] and hits[0]["kind"] == "report"
+    similar = client.get("/api/v1/similar", query_string={"text": "cores quota usage after resize",
+                                                          "kind": "thread"}).get_json()["items"]
+    assert {"kind": "report", "id": body["id"]}.items() <= similar[0].items()
     # A second report of the same problem with the same ticket joins the same pain point.
     again = client.post("/api/v1/field-reports", headers=op, json={
         "title": "Cores quota wrong after resize", "component": "quotas", "refs": ["lp:1296414"],
