@@ -172,11 +172,20 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
             if tid in pos:
                 placed[pos[tid]] = True
         refs: dict[int, list[str]] = {}
-        comps: dict[int, set[str]] = {}
         everything = assigned + new_ids
         for chunk in (everything[i:i + 500] for i in range(0, len(everything), 500)):
             refs.update(thread_refs(session, chunk))
-            comps.update({tid: {c["name"] for c in cs} for tid, cs in thread_components(session, chunk).items()})
+        # Components are read only for the threads a decision looks at: the new ones and the
+        # few similar candidates (reading them for every assigned thread cost seconds).
+        comps: dict[int, set[str]] = {}
+
+        def comps_of(tids: list[int]) -> None:
+            wanted = [t for t in tids if t not in comps]
+            for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
+                found = thread_components(session, chunk)
+                comps.update({t: {c["name"] for c in found.get(t, [])} for t in chunk})
+
+        comps_of(new_ids)
         unlinked = _unlinked(session)
         ref_point: dict[str, int] = {}
         point_refs: dict[int, set[str]] = {}
@@ -200,7 +209,9 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                 titles = index.title_cosine_of(i)
                 words = index.word_cosine(i)
                 ok = placed & (((titles >= JOIN_TITLE) & (words >= JOIN_WORDS)) | (words >= JOIN_SAME_TEXT))
-                for j in np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]:
+                best = np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]
+                comps_of([int(docs[j].id) for j in best])
+                for j in best:
                     other = int(docs[j].id)
                     mine, theirs = comps.get(tid, set()), comps.get(other, set())
                     if mine and theirs and not mine & theirs:
