@@ -65,6 +65,8 @@ class SimilarityIndex:
         self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
         lengths = np.asarray(tf.sum(axis=1)).ravel()
         avg = lengths.mean() if n else 1.0
+        self.k1, self.b, self.title_weight = k1, b, title_weight
+        self.avg = float(avg) or 1.0
         # BM25 term weights per document, computed once: tf*(k1+1) / (tf + k1*(1-b+b*len/avg)).
         rows = np.repeat(np.arange(n), np.diff(tf.indptr))
         norm = k1 * (1 - b + b * lengths[rows] / avg)
@@ -79,6 +81,33 @@ class SimilarityIndex:
             self.title_matrix = self.titles.fit_transform(titled).tocsc() if any(titled) else None
         except ValueError:  # every n-gram in more than half the titles: nothing to tell them apart
             self.title_matrix = None
+
+    def extend(self, docs: Sequence[Doc], *, retire: Sequence[int] = ()) -> None:
+        """Add documents without rebuilding: they are weighed with the vocabulary, idf and average
+        length this index was built with (words it never saw do not count), which is what makes
+        adding a few cheap. `retire` are positions of documents that must no longer match (an
+        older version of one of the new documents)."""
+        from scipy import sparse
+
+        new = list(docs)
+        if new:
+            tf = self.vectorizer.transform([f"{(d.title + ' ') * self.title_weight}{d.text}" for d in new]).tocsr()
+            lengths = np.asarray(tf.sum(axis=1)).ravel()
+            rows = np.repeat(np.arange(tf.shape[0]), np.diff(tf.indptr))
+            norm = self.k1 * (1 - self.b + self.b * lengths[rows] / self.avg)
+            data = (tf.data * (self.k1 + 1) / (tf.data + norm)).astype(np.float32)
+            block = sparse.csr_matrix((data, tf.indices, tf.indptr), shape=tf.shape)
+            self.matrix = sparse.vstack([self.matrix, block], format="csr")
+            if self.title_matrix is not None:
+                titles = self.titles.transform([normalize_subject(d.title) for d in new]).astype(np.float32)
+                self.title_matrix = sparse.vstack([self.title_matrix, titles], format="csc")
+            self.docs.extend(new)
+        for i in retire:
+            self.matrix.data[self.matrix.indptr[i]:self.matrix.indptr[i + 1]] = 0
+        if retire and self.title_matrix is not None:
+            self.title_matrix.data[np.isin(self.title_matrix.indices, np.asarray(list(retire)))] = 0
+        self._normed = None
+        self._title_rows = None
 
     def bm25(self, text: str) -> np.ndarray:
         """BM25 score of every document for the words of the text (zeros when it has none)."""
@@ -162,8 +191,18 @@ def _scaled(scores: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return scores / best if best > 0 else np.zeros_like(scores)
 
 
-# One index per database URL per process, rebuilt when threads change (derived data).
-_cache: dict[str, tuple[tuple[int, int], SimilarityIndex]] = {}
+@dataclass
+class _Cached:
+    stamp: tuple[int, int]
+    index: SimilarityIndex
+    position: dict[int, int]  # thread id -> its newest document in the index
+    built_with: int  # documents at the last full build
+
+
+# One index per database URL per process (derived data): extended with the threads that got
+# messages since, and built anew when threads went away or the extensions grew large.
+_cache: dict[str, _Cached] = {}
+EXTEND_AT_MOST = 500
 
 
 def thread_index(session: object, url: str) -> SimilarityIndex:
@@ -177,10 +216,22 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
     stamp = (int(session.execute(select(func.count(Thread.id))).scalar_one()),
              int(session.execute(select(func.max(Message.id))).scalar() or 0))
     cached = _cache.get(url)
-    if cached and cached[0] == stamp:
-        return cached[1]
+    if cached and cached.stamp == stamp:
+        return cached.index
+    if cached and stamp[0] >= cached.stamp[0] and stamp[1] > cached.stamp[1] \
+            and len(cached.index.docs) - cached.built_with < max(EXTEND_AT_MOST, cached.built_with // 10):
+        changed = list(session.execute(select(Message.thread_id).where(Message.id > cached.stamp[1]).distinct()
+                                       .limit(EXTEND_AT_MOST + 1)).scalars())
+        if len(changed) <= EXTEND_AT_MOST:
+            docs = thread_docs(session, sorted(changed))
+            start = len(cached.index.docs)
+            cached.index.extend(docs, retire=[cached.position[t] for t in changed if t in cached.position])
+            for offset, d in enumerate(docs):
+                cached.position[int(d.id)] = start + offset
+            cached.stamp = stamp
+            return cached.index
     index = SimilarityIndex(thread_docs(session))
-    _cache[url] = (stamp, index)
+    _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs))
     return index
 
 
@@ -218,12 +269,16 @@ def similar_items(session: object, url: str, text: str, *, title: str | None = N
     from sqlalchemy import select
     from sqlmodel import Session
 
-    from .models import FieldReport, PainPoint, PainPointMember
+    from .models import FieldReport, PainPoint, PainPointMember, Thread
 
     assert isinstance(session, Session)
     index = thread_index(session, url)
     found = index.query(f"{title}\n{text}" if title else text, k * 4 if kind == "painpoint" else k, title=title)
     ids = [int(d.id) for d, _s in found]
+    # An index extended in place may still hold a thread deleted since (a withdrawn report).
+    alive = set(session.execute(select(Thread.id).where(Thread.id.in_(ids))).scalars()) if ids else set()
+    found = [(d, score) for d, score in found if int(d.id) in alive]
+    ids = [i for i in ids if i in alive]
     points: dict[int, int] = dict(session.execute(select(PainPointMember.thread_id, PainPointMember.pain_point_id)
                                   .where(PainPointMember.thread_id.in_(ids))).all()) if ids else {}
     titles: dict[int, str] = dict(session.execute(select(PainPoint.id, PainPoint.title).where(

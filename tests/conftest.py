@@ -81,6 +81,10 @@ def app(tmp_path: Path, app_overrides: dict):
                               "SEARCH_BACKEND": "postgres" if BACKEND == "postgres" else "whoosh",
                               **app_overrides})
     dbmod.upgrade(application.config["SQLALCHEMY_URL"])
+    # Per-process derived caches are keyed by database URL, and the PostgreSQL leg reuses one URL.
+    from portal import similar
+
+    similar._cache.clear()
     yield application
     engine = dbmod._engines.pop(application.config["SQLALCHEMY_URL"], None)
     if engine is not None:

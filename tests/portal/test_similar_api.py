@@ -32,3 +32,46 @@ def test_similar_takes_a_title_apart_from_the_text(client, import_paths, shared)
     assert "Request voting for Tail-f CI account" in items[0]["title"]
     assert 0 < items[0]["score"] <= 2
     assert client.get("/api/v1/similar", query_string={"text": "x", "title": "t" * 501}).status_code == 400
+
+
+def test_the_index_takes_new_threads_without_a_rebuild(app, client, tmp_path):
+    """A new thread (or a reply) reaches /similar by extending the worker's index in place; the
+    older version of a thread that got a reply no longer answers for text it lost."""
+    from portal import db as dbmod
+    from portal import similar
+
+    def mbox(name, mid, subject, body, reply_to=None):
+        head = f"In-Reply-To: <{reply_to}>\n" if reply_to else ""
+        (tmp_path / name).write_text(
+            f"From x@y Mon Sep  1 10:00:00 2014\nFrom: Op <op@ops.example>\nDate: Mon, 1 Sep 2014 10:00:00 +0000\n"
+            f"Subject: {subject}\nMessage-ID: <{mid}>\n{head}\n{body}\n\n")
+        return tmp_path / name
+
+    from portal.cli import run_import
+
+    with app.app_context():
+        paths = [mbox(f"t{i}.mbox", f"t{i}@x", f"Topic number {i} about {w}", f"Text on {w} and more {w}.")
+                 for i, w in enumerate(["ceph volumes", "ldap tokens", "dhcp leases", "rabbitmq queues"] * 6)]
+        run_import(paths)
+        with dbmod.session_scope() as s:
+            first = similar.thread_index(s, app.config["SQLALCHEMY_URL"])
+            built = len(first.docs)
+        run_import([mbox("new.mbox", "new@x", "Placement allocations leak", "Allocations for deleted servers "
+                         "stay in placement forever.")])
+        with dbmod.session_scope() as s:
+            again = similar.thread_index(s, app.config["SQLALCHEMY_URL"])
+        assert again is first and len(again.docs) == built + 1  # extended, not rebuilt
+    items = client.get("/api/v1/similar", query_string={"text": "placement allocations deleted servers",
+                                                        "kind": "thread"}).get_json()["items"]
+    assert items[0]["title"] == "Placement allocations leak"
+    # A reply brings words to an old thread: its new version answers, once; the old one is retired.
+    # (Words the index never saw do not count until it is built anew, so the reply uses known ones.)
+    with app.app_context():
+        run_import([mbox("reply.mbox", "reply@x", "Re: Topic number 0 about ceph volumes",
+                         "Here the dhcp leases expire as well, right with the ceph trouble.", reply_to="t0@x")])
+        with dbmod.session_scope() as s:
+            assert len(similar.thread_index(s, app.config["SQLALCHEMY_URL"]).docs) == built + 2
+    items = client.get("/api/v1/similar", query_string={"text": "ceph volumes dhcp leases expire",
+                                                        "kind": "thread"}).get_json()["items"]
+    assert items[0]["title"] == "Topic number 0 about ceph volumes"
+    assert [i["id"] for i in items].count(items[0]["id"]) == 1
