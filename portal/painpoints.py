@@ -136,7 +136,7 @@ def _unlinked(session: Session) -> set[tuple[int, str]]:
 def group(session: Session, *, threshold: float | None = None, now: datetime | None = None) -> GroupResult:
     """Put every pain thread not yet in a pain point into one, take out threads no longer judged
     pain (unless a developer put them there), and refresh the pain points that changed."""
-    from .similar import SimilarityIndex, thread_docs
+    from .similar import subset_index
     from .threads import _taxonomy
 
     if threshold is None:
@@ -162,9 +162,9 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)).scalars())
     if new_ids:
         assigned = list(members)
-        docs = thread_docs(session, assigned + new_ids)
-        index = SimilarityIndex(docs)
-        pos = {d.id: i for i, d in enumerate(docs)}
+        index, positions = subset_index(session, str(session.get_bind().url), assigned + new_ids)
+        docs = index.docs
+        pos = {t: positions[t] for t in assigned + new_ids if t in positions}
         placed = np.zeros(len(docs), dtype=bool)
         point_of: dict[int, int] = {}
         for tid in assigned:
@@ -197,7 +197,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                                      .where(PainPointTicket.state == "linked")):
             ref_point.setdefault(r, pp)
             point_refs.setdefault(pp, set()).add(r)
-        subjects = {int(d.id): d.title for d in docs}
+        subjects = {t: docs[i].title for t, i in pos.items()}
         for tid in new_ids:
             target, how, score = None, "new", 0.0
             for r in refs.get(tid, []):

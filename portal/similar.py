@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -233,6 +234,69 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
     index = SimilarityIndex(thread_docs(session))
     _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs))
     return index
+
+
+_subset_cache: dict[str, _Cached] = {}
+
+
+def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[SimilarityIndex, dict[int, int]]:
+    """An index holding (at least) these threads, and where each one's newest document is.
+
+    Grouping asks for every pain thread each time a report comes in. The first call builds the
+    index of exactly these threads; later calls in the same process add the threads it lacks and
+    those that got messages since (weighed as `extend` says), so filing one report costs a few
+    documents, not the whole collection. Documents of threads no longer asked for stay in the
+    index: callers look only at the positions returned for their threads."""
+    from sqlalchemy import func, select
+    from sqlmodel import Session
+
+    from .models import Message
+
+    assert isinstance(session, Session)
+    newest = int(session.execute(select(func.max(Message.id))).scalar() or 0)
+    cached = _subset_cache.get(url)
+    if cached is not None and newest >= cached.stamp[1] \
+            and len(cached.index.docs) - cached.built_with < max(EXTEND_AT_MOST, cached.built_with // 10):
+        changed: set[int] = set(session.execute(
+            select(Message.thread_id).where(Message.id > cached.stamp[1]).distinct().limit(EXTEND_AT_MOST + 1)
+        ).scalars()) if newest > cached.stamp[1] else set()
+        missing = [t for t in thread_ids if t not in cached.position or t in changed]
+        if len(changed) <= EXTEND_AT_MOST and len(missing) <= EXTEND_AT_MOST:
+            _forget_on_rollback(session, url)
+            docs = thread_docs(session, missing)
+            start = len(cached.index.docs)
+            cached.index.extend(docs, retire=[cached.position[t] for t in missing if t in cached.position])
+            for offset, d in enumerate(docs):
+                cached.position[int(d.id)] = start + offset
+            cached.stamp = (0, newest)
+            return cached.index, cached.position
+    _forget_on_rollback(session, url)
+    index = SimilarityIndex(thread_docs(session, thread_ids))
+    cached = _Cached((0, newest), index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs))
+    _subset_cache[url] = cached
+    return index, cached.position
+
+
+def _forget_on_rollback(session: object, url: str) -> None:
+    """The documents just read may belong to a transaction that rolls back (and SQLite gives its
+    ids to the next rows): if it does, the cached index is dropped and built anew next time."""
+    from sqlalchemy import event
+
+    info = session.info  # type: ignore[attr-defined]
+    if "subset_index_urls" not in info:
+        info["subset_index_urls"] = set()
+
+        def _rolled_back(sess: Any) -> None:
+            for u in sess.info.get("subset_index_urls", ()):
+                _subset_cache.pop(u, None)
+            sess.info["subset_index_urls"] = set()
+
+        def _committed(sess: Any) -> None:
+            sess.info["subset_index_urls"] = set()
+
+        event.listen(session, "after_rollback", _rolled_back)
+        event.listen(session, "after_commit", _committed)
+    info["subset_index_urls"].add(url)
 
 
 def thread_docs(session: object, thread_ids: list[int] | None = None) -> list[Doc]:

@@ -85,6 +85,7 @@ def app(tmp_path: Path, app_overrides: dict):
     from portal import similar
 
     similar._cache.clear()
+    similar._subset_cache.clear()
     yield application
     engine = dbmod._engines.pop(application.config["SQLALCHEMY_URL"], None)
     if engine is not None:

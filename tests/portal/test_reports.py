@@ -233,3 +233,43 @@ def test_request_bodies_are_capped(app, client, op):
     r = client.post("/api/v1/field-reports", json={**REPORT, "log_excerpt": "x" * 10000}, headers=op)
     assert r.status_code == 413 and "limit" in r.get_json()["error"]
     assert client.get("/api/v1/reports").get_json()["total"] == 0
+
+
+def test_reports_of_one_problem_join_by_their_words(client, op, other):
+    """Without a ticket, a report joins the pain point of one that says the same (the web worker's
+    grouping index grows with each report instead of being rebuilt); another problem does not."""
+    text = "After resizing instances the cores quota usage never comes down; tenants hit their quota."
+    first = client.post("/api/v1/field-reports", headers=op, json={
+        "title": "Quota usage drifts after resize", "component": "quotas", "what_happened": text}).get_json()
+    second = client.post("/api/v1/field-reports", headers=other, json={
+        "title": "Quota usage drifts after resizes", "component": "quotas", "what_happened": text}).get_json()
+    third = client.post("/api/v1/field-reports", headers=other, json={
+        "title": "Volumes stuck detaching with Ceph", "component": "storage",
+        "what_happened": "Volumes stay in detaching when the Ceph cluster is slow."}).get_json()
+    points = [client.get(f"/api/v1/field-reports/{r['id']}").get_json()["painpoint"]["id"]
+              for r in (first, second, third)]
+    assert points[0] == points[1] != points[2]
+    detail = client.get(f"/api/v1/painpoints/{points[0]}").get_json()
+    assert detail["impact"]["operators"] == 2
+
+
+def test_a_rolled_back_report_leaves_nothing_behind_in_grouping(app, client, op):
+    """SQLite gives a rolled-back row's id to the next row: the grouping index must not keep the
+    words of a report that was never stored."""
+    from portal import db as dbmod
+    from portal.classify import load_taxonomy
+    from portal.reports import create, validate
+
+    volumes = {"title": "Volumes stuck detaching with Ceph", "component": "storage",
+               "what_happened": "Volumes stay in detaching when the Ceph cluster is slow; we reset them by hand."}
+    first = client.post("/api/v1/field-reports", headers=op, json=volumes).get_json()
+    with app.app_context(), dbmod.session_scope() as s:
+        create(s, app.config, validate({**volumes, "title": "Volumes stuck detaching with Ceph again"},
+                                       set(load_taxonomy().components)), author_name="x", author_email="x@ops.example")
+        s.rollback()
+    # Same component, other words: with the rolled-back words kept under its id, it would join.
+    backups = client.post("/api/v1/field-reports", headers=op, json={
+        "title": "Image backups to Swift time out", "component": "storage",
+        "what_happened": "Backups of large images to Swift fail with a timeout after an hour."}).get_json()
+    a, b = (client.get(f"/api/v1/field-reports/{r['id']}").get_json()["painpoint"]["id"] for r in (first, backups))
+    assert a != b
