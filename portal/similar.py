@@ -198,6 +198,8 @@ class _Cached:
     index: SimilarityIndex
     position: dict[int, int]  # thread id -> its newest document in the index
     built_with: int  # documents at the last full build
+    # The last edit of a field report seen (reports are edited in place: no new message).
+    edited: object = None
 
 
 # One index per database URL per process (derived data): extended with the threads that got
@@ -217,26 +219,43 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
     stamp = (int(session.execute(select(func.count(Thread.id))).scalar_one()),
              int(session.execute(select(func.max(Message.id))).scalar() or 0))
     cached = _cache.get(url)
-    if cached and cached.stamp == stamp:
+    edited, edited_threads = _edits(session, cached)
+    if cached and cached.stamp == stamp and not edited_threads:
         return cached.index
-    if cached and stamp[0] >= cached.stamp[0] and stamp[1] > cached.stamp[1] \
+    if cached and stamp[0] >= cached.stamp[0] and stamp[1] >= cached.stamp[1] \
             and len(cached.index.docs) - cached.built_with < max(EXTEND_AT_MOST, cached.built_with // 10):
-        changed = list(session.execute(select(Message.thread_id).where(Message.id > cached.stamp[1]).distinct()
-                                       .limit(EXTEND_AT_MOST + 1)).scalars())
+        changed = set(session.execute(select(Message.thread_id).where(Message.id > cached.stamp[1]).distinct()
+                                      .limit(EXTEND_AT_MOST + 1)).scalars()) | edited_threads
         if len(changed) <= EXTEND_AT_MOST:
             docs = thread_docs(session, sorted(changed))
             start = len(cached.index.docs)
             cached.index.extend(docs, retire=[cached.position[t] for t in changed if t in cached.position])
             for offset, d in enumerate(docs):
                 cached.position[int(d.id)] = start + offset
-            cached.stamp = stamp
+            cached.stamp, cached.edited = stamp, edited
             return cached.index
     index = SimilarityIndex(thread_docs(session))
-    _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs))
+    _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs), edited)
     return index
 
 
 _subset_cache: dict[str, _Cached] = {}
+
+
+def _edits(session: Any, cached: _Cached | None) -> tuple[object, set[int]]:
+    """The newest field report edit, and the threads of reports edited since the cache saw one:
+    their words changed in place, so the message ids do not tell."""
+    from sqlalchemy import func, select
+
+    from .models import FieldReport
+
+    newest = session.execute(select(func.max(FieldReport.updated_at))).scalar()
+    if cached is None or newest is None or newest == cached.edited:
+        return newest, set()
+    q = select(FieldReport.thread_id).where(FieldReport.thread_id.is_not(None))
+    if cached.edited is not None:
+        q = q.where(FieldReport.updated_at > cached.edited)
+    return newest, set(session.execute(q.limit(EXTEND_AT_MOST + 1)).scalars())
 
 
 def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[SimilarityIndex, dict[int, int]]:
@@ -255,11 +274,13 @@ def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[Simi
     assert isinstance(session, Session)
     newest = int(session.execute(select(func.max(Message.id))).scalar() or 0)
     cached = _subset_cache.get(url)
+    edited, edited_threads = _edits(session, cached)
     if cached is not None and newest >= cached.stamp[1] \
             and len(cached.index.docs) - cached.built_with < max(EXTEND_AT_MOST, cached.built_with // 10):
         changed: set[int] = set(session.execute(
             select(Message.thread_id).where(Message.id > cached.stamp[1]).distinct().limit(EXTEND_AT_MOST + 1)
         ).scalars()) if newest > cached.stamp[1] else set()
+        changed |= edited_threads
         missing = [t for t in thread_ids if t not in cached.position or t in changed]
         if len(changed) <= EXTEND_AT_MOST and len(missing) <= EXTEND_AT_MOST:
             _forget_on_rollback(session, url)
@@ -268,11 +289,12 @@ def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[Simi
             cached.index.extend(docs, retire=[cached.position[t] for t in missing if t in cached.position])
             for offset, d in enumerate(docs):
                 cached.position[int(d.id)] = start + offset
-            cached.stamp = (0, newest)
+            cached.stamp, cached.edited = (0, newest), edited
             return cached.index, cached.position
     _forget_on_rollback(session, url)
     index = SimilarityIndex(thread_docs(session, thread_ids))
-    cached = _Cached((0, newest), index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs))
+    cached = _Cached((0, newest), index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs),
+                     edited)
     _subset_cache[url] = cached
     return index, cached.position
 

@@ -273,3 +273,22 @@ def test_a_rolled_back_report_leaves_nothing_behind_in_grouping(app, client, op)
         "what_happened": "Backups of large images to Swift fail with a timeout after an hour."}).get_json()
     a, b = (client.get(f"/api/v1/field-reports/{r['id']}").get_json()["painpoint"]["id"] for r in (first, backups))
     assert a != b
+
+
+def test_an_edited_report_is_found_by_its_new_words(client, op):
+    """Reports change in place (no new message): every worker's similarity index notices."""
+    a = client.post("/api/v1/field-reports", headers=op, json={
+        "title": "Quota usage drifts after resize", "component": "quotas",
+        "what_happened": "After resizing instances the cores quota usage never comes down."}).get_json()
+    client.post("/api/v1/field-reports", headers=op, json={
+        "title": "Volumes stuck detaching with Ceph", "component": "storage",
+        "what_happened": "Volumes stay in detaching when the Ceph cluster is slow."})
+
+    def score(text):
+        items = client.get("/api/v1/similar", query_string={"text": text, "kind": "thread"}).get_json()["items"]
+        return {i["id"]: i["score"] for i in items if i["kind"] == "report"}.get(a["id"], 0.0)
+
+    before = score("volumes detaching ceph cluster slow")  # also builds this worker's index
+    assert client.patch(f"/api/v1/field-reports/{a['id']}", headers=op, json={
+        "what_happened": "It was the Ceph cluster: volumes stay detaching while it is slow."}).status_code == 200
+    assert score("volumes detaching ceph cluster slow") > before + 0.5
