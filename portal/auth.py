@@ -129,3 +129,43 @@ def api_role(*roles: str) -> Any:
         return wrapper
 
     return decorate
+
+
+ROLES = ("operator", "developer", "admin")
+
+
+class AccountError(ValueError):
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def set_account(session: DbSession, user: User, by: str, *, role: str | None = None,
+                disabled: bool | None = None) -> bool:
+    """Change a person's role or disable the account (audited). Refuses to leave no active admin.
+    Returns whether anything changed."""
+    import json
+
+    from sqlalchemy import func
+
+    from .models import AuditEvent
+
+    if role is not None and role not in ROLES:
+        raise AccountError("role", f"one of {', '.join(ROLES)}")
+    before = {"role": user.role, "disabled": user.disabled}
+    after = {"role": role if role is not None else user.role,
+             "disabled": disabled if disabled is not None else user.disabled}
+    if after == before:
+        return False
+    if before["role"] == "admin" and not before["disabled"] and (after["role"] != "admin" or after["disabled"]):
+        admins = session.exec(select(func.count()).select_from(User).where(
+            User.role == "admin", User.disabled.is_(False))).one()
+        if admins <= 1:
+            raise AccountError("role", "the last active admin stays an admin; make another admin first")
+    user.role, user.disabled = str(after["role"]), bool(after["disabled"])
+    session.add(user)
+    session.flush()
+    session.add(AuditEvent(by=by, action="user_set", target_kind="user", target_id=user.id or 0,
+                           detail=json.dumps({"before": before, "after": after})))
+    return True

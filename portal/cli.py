@@ -416,22 +416,16 @@ def users_list(as_json: bool) -> None:
 @click.option("--role", type=click.Choice(["operator", "developer", "admin"]), default=None)
 @click.option("--disable/--enable", "disable", default=None)
 def users_set(email: str, role: str | None, disable: bool | None) -> None:
-    from .models import AuditEvent
+    from .auth import AccountError, set_account
 
     with dbmod.session_scope() as s:
         user = s.exec(select(User).where(User.email == email.lower())).first()
         if user is None:
             raise click.ClickException(f"no user with address {email}")
-        before = {"role": user.role, "disabled": user.disabled}
-        if role:
-            user.role = role
-        if disable is not None:
-            user.disabled = disable
-        s.add(user)
-        s.flush()
-        s.add(AuditEvent(by="cli", action="user_set", target_kind="user", target_id=user.id,
-                         detail=json.dumps({"before": before, "after": {"role": user.role,
-                                                                        "disabled": user.disabled}})))
+        try:
+            set_account(s, user, "cli", role=role, disabled=disable)
+        except AccountError as exc:
+            raise click.ClickException(exc.message) from exc
         click.echo(f"{user.email}: {user.role}{', disabled' if user.disabled else ''}")
 
 

@@ -631,6 +631,37 @@ def admin_sources() -> Any:
                            user=user), 422 if errors else 200
 
 
+@bp.route("/admin/users", methods=["GET", "POST"])
+def admin_users() -> Any:
+    """Admins give people their role (new people are operators) and disable accounts."""
+    from ..auth import ROLES, AccountError, set_account
+    from ..models import User
+
+    user, redirect_to = _admin()
+    if redirect_to is not None:
+        return redirect_to
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        raw = request.form.get("user", "")
+        person = db().get(User, int(raw)) if raw.isdigit() else None
+        if person is None:
+            abort(404)
+        try:
+            changed = set_account(db(), person, user.email, role=request.form.get("role") or None,
+                                  disabled=request.form.get("disabled") == "1")
+        except AccountError as exc:
+            db().rollback()
+            errors[f"{exc.field}-{person.id}"] = exc.message
+        else:
+            db().commit()
+            if changed:
+                flash(f"{person.email}: {person.role}{', disabled' if person.disabled else ''}.")
+            return redirect(url_for("web.admin_users"))
+    people = db().execute(select(User).order_by(User.role, User.email)).scalars().all()
+    return render_template("admin/users.html", people=people, roles=ROLES, errors=errors, user=user), \
+        422 if errors else 200
+
+
 @bp.get("/search")
 def search_page() -> Any:
     """The search page: query language, facets with counts, highlighted snippets, sorting, paging

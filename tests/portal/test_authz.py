@@ -18,7 +18,7 @@ WRITES = {
     ("reports.new", "POST"): ANY,
     ("reports.edit", "POST"): AUTHOR, ("reports.delete", "POST"): AUTHOR,
     ("reports.triage", "POST"): DEV, ("web.painpoint_triage", "POST"): DEV, ("web.correct_components", "POST"): DEV,
-    ("web.admin_sources", "POST"): ADMIN,
+    ("web.admin_sources", "POST"): ADMIN, ("web.admin_users", "POST"): ADMIN,
     ("api.field_report_create", "POST"): ANY, ("api.painpoint_vote", "POST"): ANY,
     ("api.painpoint_vote", "DELETE"): ANY,
     ("api.field_report_update", "PATCH"): AUTHOR, ("api.field_report_delete", "DELETE"): AUTHOR,
@@ -49,7 +49,7 @@ def world(app, client, runner, import_paths, shared):
     point = client.get("/api/v1/painpoints").get_json()["items"][0]["id"]
     ids = {"report_id": report["id"], "thread_id": thread, "pp_id": point, "event_id": 1, "provider": "oidc",
            "token": "not-a-token", "secret": "not-a-secret", "cycle_name": "kilo", "week_name": "2015-W10",
-           "filename": "earshot.css", "ticket_id": 1}
+           "filename": "earshot.css", "ticket_id": 1, "user": 1}
     return {"tokens": tokens, "ids": ids}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 
@@ -108,3 +109,26 @@ def test_people_make_and_revoke_their_own_tokens(app, client, runner):
     assert client.post("/settings/tokens", data={"action": "revoke", "token_id": own}).status_code == 302
     assert client.post("/api/v1/field-reports", headers=headers, json={
         "title": "After revoking", "what_happened": "refused"}).status_code == 401
+
+
+def test_admins_give_roles_and_the_last_admin_stays(app, client, runner):
+    app.config["WTF_CSRF_ENABLED"] = False
+    runner.invoke(args=["users", "create", "--email", "op@ops.example"])
+    _sign_in(client, runner, "boss@ops.example", "admin")
+    page = client.get("/admin/users").get_data(as_text=True)
+    assert "op@ops.example" in page and "boss@ops.example" in page
+    users = {u["email"]: u for u in json.loads(runner.invoke(args=["users", "list", "--json"]).output)}
+    assert client.post("/admin/users", data={"user": users["op@ops.example"]["id"],
+                                             "role": "developer"}).status_code == 302
+    refused = client.post("/admin/users", data={"user": users["boss@ops.example"]["id"], "role": "operator"})
+    assert refused.status_code == 422 and f'id="role-{users["boss@ops.example"]["id"]}-error"' in \
+        refused.get_data(as_text=True)
+    assert client.post("/admin/users", data={"user": users["boss@ops.example"]["id"], "role": "admin",
+                                             "disabled": "1"}).status_code == 422
+    roles = {u["email"]: u["role"] for u in json.loads(runner.invoke(args=["users", "list", "--json"]).output)}
+    assert roles == {"op@ops.example": "developer", "boss@ops.example": "admin"}
+    assert "last active admin" in runner.invoke(args=["users", "set", "--email", "boss@ops.example",
+                                                      "--role", "operator"]).output
+    client.post("/signout")
+    _sign_in(client, runner, "dev@ops.example", "developer")
+    assert client.get("/admin/users").status_code == 403
