@@ -233,7 +233,10 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
             for offset, d in enumerate(docs):
                 cached.position[int(d.id)] = start + offset
             cached.stamp, cached.edited = stamp, edited
-            return cached.index
+            # With several writers a message can commit after one with a higher id was seen; a
+            # thread missed that way shows as a count the index does not reach: build it anew.
+            if len(cached.position) >= stamp[0]:
+                return cached.index
     index = SimilarityIndex(thread_docs(session))
     _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs), edited)
     return index
