@@ -89,6 +89,12 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
     return summary
 
 
+def _echo_problems(problems: Any) -> None:
+    """Each problem on stderr with its file and position."""
+    for p in problems:
+        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
 def _reindex(**what: Any) -> dict[str, object]:
     """Write the search index after the database committed. It is derived data: if it cannot be
     written now, what was stored stands and `flask index rebuild` catches up."""
@@ -115,8 +121,7 @@ def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[
         return
     click.echo(f"{summary['messages_new']} new, {summary['duplicates']} already stored, "
                f"{summary['threads_touched']} threads touched, {len(summary['problems'])} problems")  # type: ignore[arg-type]
-    for p in summary["problems"]:  # type: ignore[attr-defined]
-        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+    _echo_problems(summary["problems"])
 
 
 def _test_globs() -> list[str]:
@@ -132,8 +137,7 @@ def _print_ticket_summary(summary: dict, as_json: bool) -> None:
         return
     click.echo(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items() if k != "problems")
                + f", problems {len(summary['problems'])}")
-    for p in summary["problems"]:
-        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+    _echo_problems(summary["problems"])
 
 
 @click.group("tickets", cls=AppGroup, help="Developer tickets from trackers.")
@@ -480,8 +484,7 @@ def reports_import(as_json: bool, paths: tuple[Path, ...]) -> None:
         return
     click.echo(f"{summary['reports_new']} new, {summary['already_stored']} already stored, "
                f"{len(summary['problems'])} problems")
-    for p in summary["problems"]:
-        click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+    _echo_problems(summary["problems"])
 
 
 @reports_group.command("list")
@@ -571,12 +574,16 @@ def demo_load(messages: int, seed: int) -> None:
     from .reports import create, group_reports, validate
 
     known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
+    from .enrich import Enricher
+
     filed, threads = 0, set()
+    enricher = Enricher.from_config(current_app.config)
     with dbmod.session_scope() as s:
         for i, item in enumerate(demo_reports(seed)):
             report, new = create(s, current_app.config, validate(item["fields"], known),
                                   author_name=item["author_name"], author_email=item["author_email"],
-                                  key=f"demo-{seed}-{i}", created=item["created"], source="demo", group_now=False)
+                                  key=f"demo-{seed}-{i}", created=item["created"], source="demo", group_now=False,
+                                 enricher=enricher)
             filed += new
             threads.add(report.thread_id)
         group_reports(s)
@@ -943,8 +950,7 @@ def sources_poll(name: str | None, as_json: bool) -> None:
     for r in results:
         click.echo(f"{r['source']}: {r['status']}, {r['messages_new']} new, {r['duplicates']} already stored, "
                    f"{r['not_modified']} not modified, {len(r['problems'])} problems")
-        for p in r["problems"]:
-            click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+        _echo_problems(r["problems"])
 
 
 @click.group("index", cls=AppGroup, help="The search index (derived from the database).")

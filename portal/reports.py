@@ -295,9 +295,10 @@ def _place(session: Session, report: FieldReport, fields: dict[str, Any], by: st
 def create(session: Session, config: Any, fields: dict[str, Any], *, author: User | None = None,
            author_name: str = "", author_email: str = "", key: str | None = None,
            created: datetime | None = None, source: str = "portal", source_file: str = "",
-           group_now: bool = True) -> tuple[FieldReport, bool]:
+           group_now: bool = True, enricher: Any = None) -> tuple[FieldReport, bool]:
     """Store a validated report; with a key already stored, nothing is added (idempotent
-    imports). Returns (report, created)."""
+    imports). Returns (report, created). Bulk callers pass one `enricher` for all their reports
+    (making one reads the learned model from disk)."""
     from .ingest import Ingest
 
     if key:
@@ -313,7 +314,7 @@ def create(session: Session, config: Any, fields: dict[str, Any], *, author: Use
                          message_id=f"field-report.{hashlib.sha1(key.encode()).hexdigest()[:24]}@earshot.invalid",
                          source=source, source_file=source_file, created_at=when, updated_at=when)
     _apply(report, fields)
-    ingest = Ingest(session, enricher=_enricher(config))
+    ingest = Ingest(session, enricher=enricher or _enricher(config))
     ingest.write([_message(report, fields, name, email)])
     report.thread_id = session.execute(select(Message.thread_id).where(
         Message.message_id == report.message_id)).scalar_one()
@@ -491,6 +492,7 @@ def import_files(session: Session, config: Any, paths: list[Any], components: se
     from importers.reports import RawReport, read_reports
 
     result = BulkResult()
+    enricher = _enricher(config)
     for path in paths:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         for file in files:
@@ -501,13 +503,14 @@ def import_files(session: Session, config: Any, paths: list[Any], components: se
                     result.problems.append(item)
                     continue
                 assert isinstance(item, RawReport)
-                _import_one(session, config, item, components, result)
+                _import_one(session, config, item, components, result, enricher)
     result.stored.painpoint_ids |= group_reports(session)
     session.commit()
     return result
 
 
-def _import_one(session: Session, config: Any, item: Any, components: set[str], result: BulkResult) -> None:
+def _import_one(session: Session, config: Any, item: Any, components: set[str], result: BulkResult,
+                enricher: Any) -> None:
     raw = dict(item.fields)
     key = str(raw.pop("key", "") or "").strip()
     author = str(raw.pop("author", "") or "").strip()
@@ -534,7 +537,8 @@ def _import_one(session: Session, config: Any, item: Any, components: set[str], 
     try:
         with session.begin_nested():
             report, new = create(session, config, fields, author_name=name, author_email=email, key=key,
-                                 created=created, source=item.source, source_file=item.source_file, group_now=False)
+                                 created=created, source=item.source, source_file=item.source_file, group_now=False,
+                                 enricher=enricher)
     except Exception as exc:  # noqa: BLE001 - one report that cannot be stored never stops the rest
         result.problems.append(ImportProblem(item.source_file, item.position,
                                              f"could not store: {exc.__class__.__name__}: {exc}"[:500]))

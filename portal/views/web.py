@@ -138,14 +138,20 @@ def signin() -> Any:
     return _signin_page(errors, 422 if errors else 200, request.form.get("next", ""))
 
 
-@bp.get("/signin/<provider>")
-@limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"])
-def signin_start(provider: str) -> Any:
+def _remote(provider: str) -> Any:
+    """The configured provider's Authlib client; 404 for one this deployment does not offer."""
     from ..signin import client
 
     remote = client(provider)
     if remote is None:
         abort(404)
+    return remote
+
+
+@bp.get("/signin/<provider>")
+@limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"])
+def signin_start(provider: str) -> Any:
+    remote = _remote(provider)
     session["signin_next"] = _safe_next(request.args.get("next"))
     try:
         return remote.authorize_redirect(url_for("web.signin_callback", provider=provider, _external=True))
@@ -160,11 +166,9 @@ def signin_start(provider: str) -> Any:
 def signin_callback(provider: str) -> Any:
     from authlib.integrations.base_client import OAuthError
 
-    from ..signin import SigninError, account_for, client, identity_from
+    from ..signin import SigninError, account_for, identity_from
 
-    remote = client(provider)
-    if remote is None:
-        abort(404)
+    remote = _remote(provider)
     next_url = session.pop("signin_next", None)
     if request.args.get("error"):
         reason = request.args.get("error_description") or request.args.get("error")
