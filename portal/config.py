@@ -24,6 +24,9 @@ DEFAULTS: dict[str, object] = {
     # Parse archives in a second process while the first stores: "auto" (when there are two cores
     # and more than 2 MB to read), 1 (always) or 0 (never).
     "IMPORT_PARALLEL": "auto",
+    # Processes writing the search index in bulk (rebuilds, imports of 1,000 threads or more):
+    # "auto" (one per core, at most 4) or a number; 1 writes in the importing process.
+    "INDEX_PROCS": "auto",
     # Days within which a reply with no usable headers joins a thread by subject.
     "SUBJECT_WINDOW_DAYS": 30,
     # Component taxonomy (TOML); empty means data/components.toml.

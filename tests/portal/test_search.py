@@ -156,3 +156,45 @@ def test_developers_changes_to_pain_points_reach_the_index(seeded, client, runne
     other = search(client, q="Blameless", kind="painpoint")["hits"][0]["id"]
     client.post(f"/api/v1/painpoints/{other}/merge", json={"into": hit["id"]}, headers=auth)
     assert [h["id"] for h in search(client, q="Blameless", kind="painpoint")["hits"]] == [hit["id"]]
+
+
+def _docs(n, word="quota"):
+    from datetime import datetime
+
+    topics = ["quota usage drifts after resize", "l3-agent restarts drop floating IPs",
+              "volumes stuck detaching with ceph", "scheduler ignores host aggregates"]
+    for i in range(n):
+        yield {"key": f"thread:{i}", "kind": "thread", "id": str(i), "title": f"{topics[i % 4]} {i}",
+               "text": f"{topics[i % 4]} on cluster {i % 37}; {word} seen by operator {i % 11}",
+               "author": f"op{i % 11}@example.org", "role": ["operator"], "list": f"list-{i % 3}",
+               "components": ["nova"] if i % 2 else ["neutron"], "refs": [], "status": "",
+               "date": datetime(2014 + i % 5, 1 + i % 12, 1), "impact": 0.0}
+
+
+def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an_error(tmp_path):
+    """Rebuilds and large imports write the index in several processes; the index they leave
+    answers like one written by a single process, and documents a writer process lost make the
+    write fail (the live index stays) instead of quietly missing from search."""
+    from datetime import date
+
+    from portal.search import BULK_FROM, IndexWriteError, WhooshIndex
+
+    n = BULK_FROM + 200
+    one, several = WhooshIndex(tmp_path / "one", procs=1), WhooshIndex(tmp_path / "two", procs=2)
+    assert one.rebuild(_docs(n)) == several.rebuild(_docs(n)) == n
+    for q in ("quota", "l3-agent", "ceph component:neutron", "floating list:list-1 after:2016"):
+        a, b = one.search(parse(q)), several.search(parse(q))
+        assert a["total"] == b["total"] > 0 and a["facets"] == b["facets"]
+        # The same scores (synthetic documents tie a lot, and ties may come in another order).
+        assert [h["score"] for h in a["hits"]] == [h["score"] for h in b["hits"]]
+    # A bulk update replaces documents in place (no duplicates) across the writer processes.
+    assert several.update(_docs(n, word="grenade"), expected=n) == n
+    assert several.search(parse("grenade"))["total"] == n and several.search(parse("quota"))["total"] == n // 4
+    assert several.searcher().doc_count() == n
+    live = several.current()
+    broken = list(_docs(n))
+    broken[500]["date"] = date(2016, 1, 1)  # not a datetime: the writer process given this batch dies on it
+    with pytest.raises(IndexWriteError, match=r"\d+ of \d+ documents did not reach the search index"):
+        several.rebuild(broken)
+    assert several.current() == live and several.search(parse("grenade"))["total"] == n
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["CURRENT", live.name]
