@@ -251,12 +251,12 @@ def schema() -> Any:
     text = _analyzer()
     return Schema(key=ID(stored=True, unique=True), kind=ID(stored=True), id=ID(stored=True),
                   title=TEXT(analyzer=text, stored=True, field_boost=3.0), text=TEXT(analyzer=text, stored=True),
-                  author=TEXT(stored=False), role=KEYWORD(commas=True, lowercase=True, stored=True),
+                  author=TEXT(stored=False, phrase=False), role=KEYWORD(commas=True, lowercase=True, stored=True),
                   list=ID(stored=True), components=KEYWORD(commas=True, lowercase=True, stored=True),
                   refs=KEYWORD(commas=True, stored=True), status=ID(stored=True),
                   date=DATETIME(stored=True, sortable=True), year=ID(),
                   impact=NUMERIC(int, bits=64, stored=True, sortable=True),  # thousandths (float columns fail)
-                  spell=TEXT(analyzer=_spelling_analyzer()), meta=STORED())
+                  spell=TEXT(analyzer=_spelling_analyzer(), phrase=False), meta=STORED())
 
 
 def _fields(doc: dict[str, Any]) -> dict[str, Any]:
