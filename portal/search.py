@@ -246,7 +246,8 @@ def _spelling_analyzer() -> Any:
 
 
 def schema() -> Any:
-    from whoosh.fields import DATETIME, ID, KEYWORD, NUMERIC, STORED, TEXT, Schema
+    from whoosh.columns import NumericColumn
+    from whoosh.fields import COLUMN, DATETIME, ID, KEYWORD, STORED, TEXT, Schema
 
     text = _analyzer()
     return Schema(key=ID(stored=True, unique=True), kind=ID(stored=True), id=ID(stored=True),
@@ -255,7 +256,8 @@ def schema() -> Any:
                   list=ID(stored=True), components=KEYWORD(commas=True, lowercase=True, stored=True),
                   refs=KEYWORD(commas=True, stored=True), status=ID(stored=True),
                   date=DATETIME(stored=True, sortable=True), year=ID(),
-                  impact=NUMERIC(int, bits=64, stored=True, sortable=True),  # thousandths (float columns fail)
+                  # Only sorted by, never searched: a column, not the 16 indexed terms of a NUMERIC.
+                  impact=COLUMN(NumericColumn("q", default=0)),  # thousandths (float columns fail)
                   spell=TEXT(analyzer=_spelling_analyzer(), phrase=False), meta=STORED())
 
 

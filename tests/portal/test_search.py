@@ -168,7 +168,7 @@ def _docs(n, word="quota"):
                "text": f"{topics[i % 4]} on cluster {i % 37}; {word} seen by operator {i % 11}",
                "author": f"op{i % 11}@example.org", "role": ["operator"], "list": f"list-{i % 3}",
                "components": ["nova"] if i % 2 else ["neutron"], "refs": [], "status": "",
-               "date": datetime(2014 + i % 5, 1 + i % 12, 1), "impact": 0.0}
+               "date": datetime(2014 + i % 5, 1 + i % 12, 1), "impact": (i % 7) * 1.5}
 
 
 def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an_error(tmp_path):
@@ -187,6 +187,12 @@ def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an
         assert a["total"] == b["total"] > 0 and a["facets"] == b["facets"]
         # The same scores (synthetic documents tie a lot, and ties may come in another order).
         assert [h["score"] for h in a["hits"]] == [h["score"] for h in b["hits"]]
+    for index in (one, several):  # sorting by impact and by date reads the columns across segments
+        hits = index.search(parse("quota"), sort="impact", per_page=200)["hits"]
+        by_impact = [(int(h["id"]) % 7) * 1.5 for h in hits]
+        assert by_impact == sorted(by_impact, reverse=True) and by_impact[0] == 9.0 and by_impact[-1] < 9.0
+        by_date = [h["date"] for h in index.search(parse("quota"), sort="date", per_page=50)["hits"]]
+        assert by_date == sorted(by_date, reverse=True) and by_date[0].startswith("2018-")
     # A bulk update replaces documents in place (no duplicates) across the writer processes.
     assert several.update(_docs(n, word="grenade"), expected=n) == n
     assert several.search(parse("grenade"))["total"] == n and several.search(parse("quota"))["total"] == n // 4
