@@ -18,6 +18,7 @@ commits, by one writer at a time, and rebuilt beside the old one and swapped in 
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import shutil
 import threading
@@ -25,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
+from multiprocessing.context import ForkServerProcess
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from whoosh.analysis import Filter
 from whoosh.highlight import Formatter, get_text, htmlescape
+from whoosh.multiproc import MpWriter, SubWriterTask
 
 FILTER_KEYS = ("component", "list", "from", "status", "ref", "kind", "after", "before")
 _FILTER_RE = re.compile(r'(?<!\S)(-?)(' + "|".join(FILTER_KEYS) + r'):("([^"]*)"|\S+)', re.I)
@@ -284,6 +287,35 @@ class IndexWriteError(RuntimeError):
     """The index writer lost documents (a writer process died): nothing it wrote is trusted."""
 
 
+class _WriterTask(SubWriterTask):  # type: ignore[misc]
+    """Whoosh's writer process, started by a fresh server process instead of forked from this
+    one: a fork carries the parent's whole memory (an import's pain point index and caches) into
+    every writer, and Python's garbage collector soon copies most of it."""
+
+    _start_method = ForkServerProcess._start_method
+    _Popen = staticmethod(ForkServerProcess._Popen)
+
+
+class _BulkWriter(MpWriter):  # type: ignore[misc]
+    """Whoosh's multi-process writer with writer processes that do not inherit this process's
+    memory (_WriterTask), and an unbounded job queue: Whoosh's is bounded, so were every writer
+    process to die, handing them the next batch would wait forever; here the loss is found by
+    WhooshIndex._check_written instead (batches are files on disk, the queue holds their names)."""
+
+    def __init__(self, ix: Any, **options: Any):
+        super().__init__(ix, **options)
+        context = multiprocessing.get_context("forkserver")
+        self.jobqueue = context.Queue()
+        self.resultqueue = context.Queue()
+
+    def _new_task(self) -> Any:
+        task = _WriterTask(self.storage, self.indexname, self.jobqueue, self.resultqueue, self.subargs,
+                           self.multisegment)
+        self.tasks.append(task)
+        task.start()
+        return task
+
+
 class WhooshIndex:
     """The index folder holds generations (`gen-N`) and a `CURRENT` file naming the live one; a
     rebuild writes a new generation and then replaces `CURRENT` in one rename.
@@ -298,15 +330,8 @@ class WhooshIndex:
 
     def _writer(self, ix: Any, *, bulk: bool, **options: Any) -> Any:
         if bulk and self.procs > 1:
-            from multiprocessing import Queue
-
             # One segment per process, not merged at the end (merging would cost another pass).
-            writer = ix.writer(procs=self.procs, multisegment=True, limitmb=128, **options)
-            # Whoosh's job queue is bounded: were every writer process to die, handing them the
-            # next batch would wait forever. Unbounded (batches are files on disk), a loss is
-            # found by _check_written instead.
-            writer.jobqueue = Queue()
-            return writer
+            return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=128, **options)
         return ix.writer(limitmb=128, **options)
 
     @staticmethod
@@ -319,13 +344,14 @@ class WhooshIndex:
         if not writer.is_closed:
             writer.cancel()
 
-    def _check_written(self, ix: Any, keys: list[str]) -> None:
-        """Every document given must be in the index: a writer process that died leaves its
-        documents out of the commit without an error (Whoosh waits for its result a second)."""
-        with ix.searcher() as searcher:
-            missing = sum(1 for k in keys if searcher.document_number(key=k) is None)
-        if missing:
-            raise IndexWriteError(f"{missing} of {len(keys)} documents did not reach the search index")
+    @staticmethod
+    def _check_written(writer: Any) -> None:
+        """A writer process that failed leaves its documents out of the commit without an error
+        (Whoosh waits a second for its result, then goes on): a failure is an error here."""
+        failed = [t for t in getattr(writer, "tasks", []) if t.exitcode != 0]
+        if failed:
+            raise IndexWriteError(f"{len(failed)} of {len(writer.tasks)} index writer processes failed: "
+                                  "their documents did not reach the search index")
 
     def current(self) -> Path | None:
         pointer = self.folder / "CURRENT"
@@ -369,22 +395,21 @@ class WhooshIndex:
         searches until then, and stays live if the new one cannot be completed)."""
         ix = self._new_generation(activate=False)
         writer = self._writer(ix, bulk=True)
-        keys: list[str] = []
+        n = 0
         try:
             for doc in docs:
-                fields = _fields(doc)
-                writer.add_document(**fields)
-                keys.append(fields["key"])
+                writer.add_document(**_fields(doc))
+                n += 1
                 if progress:
                     progress(1)
             writer.commit()
-            self._check_written(ix, keys)
+            self._check_written(writer)
         except BaseException:
             self._abandon(writer)
             shutil.rmtree(ix.storage.folder, ignore_errors=True)
             raise
         self._activate(Path(ix.storage.folder))
-        return len(keys)
+        return n
 
     def update(self, docs: Iterable[dict[str, Any]], delete_keys: Iterable[str] = (), *, expected: int = 0) -> int:
         """Replace (or add) documents, one writer at a time (waits up to a minute for the lock).
@@ -394,21 +419,19 @@ class WhooshIndex:
         fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
         bulk = expected >= BULK_FROM
         writer = self._writer(ix, bulk=bulk, timeout=60.0)
-        keys: list[str] = []
+        n = 0
         try:
             for key in delete_keys:
                 writer.delete_by_term("key", key)
             for doc in docs:
-                fields = _fields(doc)
-                (writer.add_document if fresh else writer.update_document)(**fields)
-                keys.append(fields["key"])
+                (writer.add_document if fresh else writer.update_document)(**_fields(doc))
+                n += 1
         except BaseException:
             self._abandon(writer)
             raise
         writer.commit()
-        if bulk and self.procs > 1:
-            self._check_written(ix, keys)
-        return len(keys)
+        self._check_written(writer)
+        return n
 
     def searcher(self) -> Any:
         """This thread's searcher of the live generation, kept between requests (opening one
