@@ -96,7 +96,8 @@ def main() -> None:
         ours: dict[str, list[float]] = {k: [] for k in QUERIES}
         with app.app_context():
             index = index_for(app.config)
-            index.search(parse("warm up"))
+            for warm in (q for queries in QUERIES.values() for q in queries):  # one untimed pass: a
+                index.search(parse(warm))  # process's first queries read field lengths and facets once
             for _ in range(args.runs):
                 for group, queries in QUERIES.items():
                     for q in queries:
@@ -114,6 +115,9 @@ def main() -> None:
                 notmuch_new_s = json.loads(done.read_text())["notmuch_new_s"]
             else:
                 done.write_text(json.dumps({**json.loads(done.read_text()), "notmuch_new_s": notmuch_new_s}))
+            for warm in (q for queries in QUERIES.values() for q in queries):  # the same untimed pass
+                subprocess.run(["notmuch", "search", "--limit=20", "--output=threads", *warm.split()],
+                               env=nenv, check=True, capture_output=True)
             for _ in range(args.runs):
                 for group, queries in QUERIES.items():
                     for q in queries:

@@ -22,6 +22,7 @@ import multiprocessing
 import re
 import shutil
 import threading
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ from sqlmodel import Session
 from whoosh.analysis import Filter
 from whoosh.highlight import Formatter, get_text, htmlescape
 from whoosh.multiproc import MpWriter, SubWriterTask
+from whoosh.scoring import BM25F, BM25FScorer
 
 FILTER_KEYS = ("component", "list", "from", "status", "ref", "kind", "after", "before")
 _FILTER_RE = re.compile(r'(?<!\S)(-?)(' + "|".join(FILTER_KEYS) + r'):("([^"]*)"|\S+)', re.I)
@@ -287,6 +289,38 @@ class IndexWriteError(RuntimeError):
     """The index writer lost documents (a writer process died): nothing it wrote is trusted."""
 
 
+# Field lengths of each segment's documents, read once per process: a segment's lengths never
+# change (deletions only hide documents), so fresh searchers after an update reuse them.
+_segment_lengths: dict[tuple[str, str, str], array[int]] = {}
+_lengths_lock = threading.Lock()
+
+
+def _field_lengths(reader: Any, fieldname: str) -> array[int]:
+    segment = reader.segment()
+    key = (str(getattr(reader.storage(), "folder", "")), segment.segment_id(), fieldname)
+    lengths = _segment_lengths.get(key)
+    if lengths is None:
+        lengths = array("l", (reader.doc_field_length(i, fieldname, 1) for i in range(reader.doc_count_all())))
+        with _lengths_lock:
+            if len(_segment_lengths) > 256:  # segments merged away long ago
+                _segment_lengths.clear()
+            _segment_lengths[key] = lengths
+    return lengths
+
+
+class _Ranking(BM25F):  # type: ignore[misc]
+    """Whoosh's BM25F (same scores), with each document's field length looked up in a list read
+    once per segment instead of through the segment's length column for every match (a quarter of
+    a query's time on common words)."""
+
+    def scorer(self, searcher: Any, fieldname: str, text: Any, qf: float = 1) -> Any:
+        scorer = super().scorer(searcher, fieldname, text, qf=qf)
+        reader = searcher.reader()
+        if isinstance(scorer, BM25FScorer) and hasattr(reader, "segment"):
+            scorer.dfl = _field_lengths(reader, fieldname).__getitem__
+        return scorer
+
+
 class _WriterTask(SubWriterTask):  # type: ignore[misc]
     """Whoosh's writer process, started by a fresh server process instead of forked from this
     one: a fork carries the parent's whole memory (an import's pain point index and caches) into
@@ -450,7 +484,7 @@ class WhooshIndex:
         ix = self.open()
         if ix is None:
             return None
-        searcher = ix.searcher()
+        searcher = ix.searcher(weighting=_Ranking())
         cache[str(self.folder)] = (path, searcher)
         while len(cache) > 4:  # a process serves one index; tests and tools may open a few
             _old_path, old = cache.pop(next(iter(cache)))

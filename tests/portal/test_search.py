@@ -187,6 +187,18 @@ def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an
         assert a["total"] == b["total"] > 0 and a["facets"] == b["facets"]
         # The same scores (synthetic documents tie a lot, and ties may come in another order).
         assert [h["score"] for h in a["hits"]] == [h["score"] for h in b["hits"]]
+    # The ranking reads field lengths from its own per-segment lists: the same scores as Whoosh's BM25F.
+    from whoosh.qparser import MultifieldParser, OrGroup
+
+    from portal.search import _Ranking
+
+    for index in (one, several):
+        ix = index.open()
+        query = MultifieldParser(["title", "text"], ix.schema, group=OrGroup).parse("quota l3-agent ceph")
+        with ix.searcher() as plain, ix.searcher(weighting=_Ranking()) as ours:
+            expected = [(h.docnum, round(h.score, 9)) for h in plain.search(query, limit=50)]
+            assert [(h.docnum, round(h.score, 9)) for h in ours.search(query, limit=50)] == expected
+            assert len(expected) == 50
     for index in (one, several):  # sorting by impact and by date reads the columns across segments
         hits = index.search(parse("quota"), sort="impact", per_page=200)["hits"]
         by_impact = [(int(h["id"]) % 7) * 1.5 for h in hits]
