@@ -216,3 +216,45 @@ def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an
         several.rebuild(broken)
     assert several.current() == live and several.search(parse("grenade"))["total"] == n
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["CURRENT", live.name]
+
+
+def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tmp_path):
+    """Totals and facets come from whole posting lists combined as sets. On an index of several
+    segments with deleted documents they must be exactly the documents the query means: Whoosh's
+    own walk for queries without exclusions, and its walk of the included part minus its walk of
+    the excluded part otherwise (Whoosh's walk of an exclusion lets excluded documents through
+    once a segment has deletions, so the ranking is held to the exact set). Queries the sets do not
+    know (phrases, prefixes, dates) are left to Whoosh."""
+    from portal.search import BULK_FROM, WhooshIndex, match_set, whoosh_query
+
+    n = BULK_FROM + 200
+    index = WhooshIndex(tmp_path / "ix", procs=2)
+    index.rebuild(_docs(n))
+    index.update(_docs(300, word="grenade"), expected=300)  # replaces 300: deletions in older segments
+    index.update([], ["thread:7", "thread:1100"])
+    searcher = index.searcher()
+    assert len(searcher._ix._segments()) > 1 and searcher.doc_count() < searcher.doc_count_all()
+
+    def walk(text):
+        return set(searcher.docs_for_query(whoosh_query(searcher.schema, parse(text))))
+
+    cases = {"quota": walk("quota"), "quota usage": walk("quota usage"), "l3-agent restarts": walk("l3-agent restarts"),
+             "component:nova": walk("component:nova"), "kind:thread": walk("kind:thread"), "": walk(""),
+             "ceph component:neutron list:list-2": walk("ceph component:neutron list:list-2"),
+             "nosuchword": set(), "-quota": set(),
+             "quota -grenade": walk("quota") - walk("grenade"),
+             "floating -cluster": set(), "floating -operator": set(),  # every document has these words
+             "floating -ceph": walk("floating"),
+             "-component:nova quota": walk("quota") - walk("component:nova"),
+             "quota -list:list-0 -list:list-1": walk("quota") - walk("list:list-0") - walk("list:list-1")}
+    for text, expected in cases.items():
+        found = match_set(searcher, whoosh_query(searcher.schema, parse(text)))
+        assert found is not None and found.tolist() == sorted(expected), text
+        result = index.search(parse(text), per_page=2000)
+        assert result["total"] == len(expected) == len(result["hits"]), text
+        assert sum(result["facets"]["kind"].values()) == len(expected)
+    assert 0 < len(cases["quota -grenade"]) < len(cases["quota"]) < n
+    assert walk("floating -cluster"), "Whoosh's walk of an exclusion no longer lets documents through: simplify"
+    for text in ('"quota usage"', "quot*", "quota after:2016"):
+        assert match_set(searcher, whoosh_query(searcher.schema, parse(text))) is None, text
+        assert index.search(parse(text))["total"] == len(walk(text)) > 0
