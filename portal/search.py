@@ -286,7 +286,8 @@ BULK_FROM = 1000
 
 
 class IndexWriteError(RuntimeError):
-    """The index writer lost documents (a writer process died): nothing it wrote is trusted."""
+    """A writer process failed, so some documents did not reach the index: a rebuild keeps the
+    live generation; an update stands as far as it got (`flask index rebuild` completes it)."""
 
 
 # Field lengths of each segment's documents, read once per process: a segment's lengths never
@@ -300,7 +301,7 @@ def _field_lengths(reader: Any, fieldname: str) -> array[int]:
     key = (str(getattr(reader.storage(), "folder", "")), segment.segment_id(), fieldname)
     lengths = _segment_lengths.get(key)
     if lengths is None:
-        lengths = array("l", (reader.doc_field_length(i, fieldname, 1) for i in range(reader.doc_count_all())))
+        lengths = array("q", (reader.doc_field_length(i, fieldname, 1) for i in range(reader.doc_count_all())))
         with _lengths_lock:
             if len(_segment_lengths) > 256:  # segments merged away long ago
                 _segment_lengths.clear()
@@ -536,23 +537,27 @@ class WhooshIndex:
         query = whoosh_query(searcher.schema, q)
         sortedby = {"relevance": None, "date": sorting.FieldFacet("date", reverse=True),
                     "impact": sorting.FieldFacet("impact", reverse=True)}[sort]
-        # search(), not search_page(): a page counts every match to number its pages, and the
-        # one pass below counts them anyway (with the facets).
         # The matching documents, as sets of posting lists where the query allows (exact, fast);
-        # they give the total and the facets below.
-        found = match_set(searcher, query)
+        # they give the total and the facets below. Ranked by relevance, the same pass scores them.
+        scored = scored_matches(searcher, query) if sortedby is None else None
+        found = scored[0] if scored is not None else match_set(searcher, query)
+        nothing = found is not None and not len(found)
         # Whoosh's own walk of an exclusion ("-word", "-component:x") can let excluded documents
-        # through once the index has deletions: the ranking is held to the exact set.
-        # (An empty set would read as "no filter" to Whoosh: nothing matches, so nothing is ranked.)
-        allowed = set(found.tolist()) if found is not None and _excludes(query) else None
-        ranked: Any = []
-        if allowed is None or allowed:
-            results = searcher.search(query, limit=page * per_page, sortedby=sortedby, filter=allowed)
+        # through once the index has deletions: where Whoosh ranks, it is held to the exact set.
+        allowed = set(found.tolist()) if scored is None and found is not None and _excludes(query) else None
+        page_hits: Any = []
+        if not nothing:
+            if scored is not None:  # the same ranking as Whoosh's, from whole posting lists
+                from whoosh.searching import Results
+
+                results = Results(searcher, query, top_scored(scored[0], scored[1], page * per_page))
+            else:  # never with an empty filter (Whoosh reads it as none): "nothing" is handled above
+                results = searcher.search(query, limit=page * per_page, sortedby=sortedby, filter=allowed)
             results.fragmenter.charlimit = 8000  # snippets come from the start of long threads
             results.formatter = MarkFormatter()
-            ranked = results[(page - 1) * per_page:page * per_page]
+            page_hits = results[(page - 1) * per_page:page * per_page]
         hits = []
-        for hit in ranked:
+        for hit in page_hits:
             snippet = hit.highlights("text", top=2) or hit.highlights("title") or _escape(hit["text"][:240])
             meta = {"kind": hit["kind"], "id": int(hit["id"]), "title": hit["title"], "snippet": snippet,
                     "list": hit.get("list") or None, "components": [c for c in (hit.get("components") or
@@ -637,24 +642,130 @@ def _live(reader: Any) -> Any:
 
 def _posting_ids(reader: Any, fieldname: str, text: Any) -> Any:
     """A term's documents, read a posting block (up to 128 documents) at a time."""
+    return _postings(reader, fieldname, text, weights=False)[0]
+
+
+def _postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple[Any, Any]:
+    """A term's live documents and (when asked) their weights, a posting block at a time."""
     import numpy as np
     from whoosh.reading import TermNotFound
 
+    nothing = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
     try:
         matcher = reader.postings(fieldname, text)
     except TermNotFound:
-        return np.zeros(0, dtype=np.int64)
+        return nothing
     leaf = getattr(matcher, "child", matcher)  # deletions are applied below, not one by one
-    blocks = []
+    id_blocks, weight_blocks = [], []
     while leaf.is_active():
         leaf._read_ids()
-        blocks.append(np.asarray(leaf._ids, dtype=np.int64))
+        id_blocks.append(np.asarray(leaf._ids, dtype=np.int64))
+        if weights:
+            leaf._read_weights()
+            weight_blocks.append(np.asarray(leaf._weights, dtype=np.float64))
         leaf._next_block()
-    ids = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+    if not id_blocks:
+        return nothing
+    ids = np.concatenate(id_blocks)
+    found = np.concatenate(weight_blocks) if weights else nothing[1]
     deleted = reader.deleted_docs_set
     if deleted:
-        ids = ids[~np.isin(ids, np.fromiter(deleted, dtype=np.int64))]
-    return ids
+        keep = ~np.isin(ids, np.fromiter(deleted, dtype=np.int64))
+        ids, found = ids[keep], (found[keep] if weights else found)
+    return ids, found
+
+
+def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
+    """Every document the query matches (document numbers ascending) with its score by the
+    searcher's BM25F, as Whoosh's matchers would score it, computed over whole posting lists with
+    numpy instead of one match at a time in Python. Knows words, their unions and intersections,
+    "-word" and filter terms; None for anything else (phrases, prefixes, dates,
+    "-component:x"), which Whoosh then ranks."""
+    import numpy as np
+
+    if type(searcher.weighting) not in (BM25F, _Ranking):
+        return None
+    ids_parts, score_parts = [], []
+    try:
+        for sub, offset in searcher.leaf_searchers():
+            found = _scored(sub.reader(), searcher, query)
+            if found is None:
+                return None
+            ids_parts.append(found[0] + offset)
+            score_parts.append(found[1])
+    except (AttributeError, TypeError):  # a Whoosh whose posting blocks look different
+        return None
+    if not ids_parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(ids_parts), np.concatenate(score_parts)
+
+
+def top_scored(ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
+    """The `limit` best (score, document number), best first and lower numbers first among
+    equal scores, as Whoosh ranks them."""
+    import numpy as np
+
+    if not len(ids) or limit < 1:
+        return []
+    k = min(limit, len(ids))
+    floor = -np.partition(-scores, k - 1)[k - 1]
+    near = np.flatnonzero(scores >= floor)  # the k best and whatever ties with the last of them
+    order = near[np.lexsort((ids[near], -scores[near]))][:k]
+    return [(float(scores[i]), int(ids[i])) for i in order]
+
+
+def ranked(searcher: Any, query: Any, limit: int) -> list[tuple[float, int]] | None:
+    """The top `limit` of scored_matches(), or None where it does not know the query."""
+    found = scored_matches(searcher, query)
+    return None if found is None else top_scored(found[0], found[1], limit)
+
+
+def _scored(reader: Any, top: Any, q: Any) -> tuple[Any, Any] | None:
+    """(document numbers ascending, scores) of one segment, as Whoosh's matchers would score
+    them: a word's BM25F (or its weight in a field without lengths), sums over unions and
+    intersections, the included side of an exclusion."""
+    import numpy as np
+    from whoosh.query import And, AndNot, NullQuery, Or, Term
+
+    if q is NullQuery:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    if getattr(q, "boost", 1.0) != 1.0 and type(q) is not Term:
+        return None
+    if type(q) is Term:
+        ids, weights = _postings(reader, q.fieldname, q.text, weights=True)
+        weighting = top.weighting
+        if not top.schema[q.fieldname].scorable:
+            scores = weights
+        else:
+            b = weighting._field_B.get(q.fieldname, weighting.B)
+            k1 = weighting.K1
+            idf = top.idf(q.fieldname, q.text)
+            average = top.avg_field_length(q.fieldname) or 1
+            lengths = np.frombuffer(_field_lengths(reader, q.fieldname), dtype=np.int64)[ids] \
+                if len(ids) else np.zeros(0)
+            scores = idf * ((weights * (k1 + 1)) / (weights + k1 * ((1 - b) + b * lengths / average)))
+        return ids, scores * q.boost if q.boost != 1.0 else scores
+    if type(q) is AndNot:
+        a, b = _scored(reader, top, q.a), _match_ids(reader, q.b)
+        if a is None or b is None:
+            return None
+        keep = ~np.isin(a[0], b)
+        return a[0][keep], a[1][keep]
+    if type(q) in (And, Or):
+        kids = [_scored(reader, top, k) for k in q.subqueries]
+        if not kids or any(k is None for k in kids):
+            return None
+        ids, scores = kids[0]  # type: ignore[misc]
+        for other_ids, other_scores in kids[1:]:  # type: ignore[misc]
+            if type(q) is And:
+                ids, mine, theirs = np.intersect1d(ids, other_ids, assume_unique=True, return_indices=True)
+                scores = scores[mine] + other_scores[theirs]
+            else:
+                both = np.concatenate([ids, other_ids])
+                ids, where = np.unique(both, return_inverse=True)
+                scores = np.bincount(where, weights=np.concatenate([scores, other_scores]), minlength=len(ids))
+        return ids, scores
+    return None
 
 
 class FacetTable:

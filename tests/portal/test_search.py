@@ -255,6 +255,21 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
         assert sum(result["facets"]["kind"].values()) == len(expected)
     assert 0 < len(cases["quota -grenade"]) < len(cases["quota"]) < n
     assert walk("floating -cluster"), "Whoosh's walk of an exclusion no longer lets documents through: simplify"
+    # Ranking over whole posting lists gives Whoosh's own ranking: the same documents in the same
+    # order with the same scores (held to the exact set where Whoosh's walk lets excluded ones in).
+    from portal.search import ranked
+
+    for text in ("quota", "quota usage", "l3-agent restarts", "floating ceph volumes", "grenade component:nova",
+                 "quota -grenade", "cluster list:list-1 kind:thread", "operator", "nosuchword quota"):
+        query = whoosh_query(searcher.schema, parse(text))
+        allowed = set(match_set(searcher, query).tolist())
+        theirs = [(round(h.score, 9), h.docnum) for h in searcher.search(query, limit=40, filter=allowed or None)]
+        ours = ranked(searcher, query, 40)
+        assert ours is not None and [(round(score, 9), d) for score, d in ours] == theirs, text
+        assert [h["id"] for h in index.search(parse(text), per_page=40)["hits"]] == \
+            [int(searcher.stored_fields(d)["id"]) for _, d in ours], text
+    for text in ('"quota usage"', "quot*", "quota after:2016", "quota -component:nova"):
+        assert ranked(searcher, whoosh_query(searcher.schema, parse(text)), 20) is None, text
     for text in ('"quota usage"', "quot*", "quota after:2016"):
         assert match_set(searcher, whoosh_query(searcher.schema, parse(text))) is None, text
         assert index.search(parse(text))["total"] == len(walk(text)) > 0
