@@ -582,8 +582,8 @@ def match_set(searcher: Any, query: Any) -> Any:
     """Every document the query matches (numpy array of document numbers, ascending), computed
     from whole posting lists with set operations instead of Whoosh's walk over one match at a
     time (which cost a third of a query on common words). Knows words, their unions,
-    intersections and exclusions, and the filters' terms; None for anything else (phrases,
-    prefixes, dates), which Whoosh then walks."""
+    intersections and exclusions, the filters' terms and date ranges; None for anything else
+    (phrases, prefixes), which Whoosh then walks."""
     import numpy as np
 
     parts = []
@@ -604,12 +604,34 @@ def _excludes(q: Any) -> bool:
     return isinstance(q, (Not, AndNot)) or any(_excludes(c) for c in q.children())
 
 
+def _date_terms(reader: Any, q: Any) -> Any:
+    """A date range as the plain query of index terms it stands for (Whoosh's own compilation:
+    the numeric range's tiers, each range of terms spelled out), or None for anything else."""
+    from whoosh.query import ConstantScoreQuery, NumericRange, Or, Term, TermRange
+
+    if not isinstance(q, NumericRange):
+        return None
+    compiled = q._compile_query(reader)
+    inner = compiled.child if isinstance(compiled, ConstantScoreQuery) else compiled
+    parts = inner.subqueries if type(inner) is Or else [inner]
+    spelled = []
+    for part in parts:
+        if isinstance(part, TermRange):
+            spelled.extend(Term(part.fieldname, btext) for btext in part._btexts(reader))
+        else:
+            spelled.append(part)
+    return Or(spelled)
+
+
 def _match_ids(reader: Any, q: Any) -> Any:
     import numpy as np
     from whoosh.query import And, AndNot, Every, Not, NullQuery, Or, Term
 
     if q is NullQuery:
         return np.zeros(0, dtype=np.int64)
+    dates = _date_terms(reader, q)
+    if dates is not None:
+        return _match_ids(reader, dates)
     if type(q) is Term:
         return _posting_ids(reader, q.fieldname, q.text)
     if type(q) is Every:
@@ -679,7 +701,7 @@ def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
     """Every document the query matches (document numbers ascending) with its score by the
     searcher's BM25F, as Whoosh's matchers would score it, computed over whole posting lists with
     numpy instead of one match at a time in Python. Knows words, their unions and intersections,
-    "-word" and filter terms; None for anything else (phrases, prefixes, dates,
+    "-word", filter terms and date ranges; None for anything else (phrases, prefixes,
     "-component:x"), which Whoosh then ranks."""
     import numpy as np
 
@@ -731,6 +753,9 @@ def _scored(reader: Any, top: Any, q: Any) -> tuple[Any, Any] | None:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     if getattr(q, "boost", 1.0) != 1.0 and type(q) is not Term:
         return None
+    if _date_terms(reader, q) is not None:  # Whoosh scores a date range as a constant 1 (its boost)
+        ids = _match_ids(reader, q)
+        return None if ids is None else (ids, np.ones(len(ids)))
     if type(q) is Term:
         ids, weights = _postings(reader, q.fieldname, q.text, weights=True)
         weighting = top.weighting

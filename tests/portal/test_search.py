@@ -246,7 +246,10 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
              "floating -cluster": set(), "floating -operator": set(),  # every document has these words
              "floating -ceph": walk("floating"),
              "-component:nova quota": walk("quota") - walk("component:nova"),
-             "quota -list:list-0 -list:list-1": walk("quota") - walk("list:list-0") - walk("list:list-1")}
+             "quota -list:list-0 -list:list-1": walk("quota") - walk("list:list-0") - walk("list:list-1"),
+             "quota after:2016": walk("quota after:2016"), "ceph after:2016-03 before:2017": walk(
+                 "ceph after:2016-03 before:2017"), "floating after:2014-02-01 before:2014-03-01": walk(
+                 "floating after:2014-02-01 before:2014-03-01"), "quota before:2015-06": walk("quota before:2015-06")}
     for text, expected in cases.items():
         found = match_set(searcher, whoosh_query(searcher.schema, parse(text)))
         assert found is not None and found.tolist() == sorted(expected), text
@@ -260,7 +263,8 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     from portal.search import ranked
 
     for text in ("quota", "quota usage", "l3-agent restarts", "floating ceph volumes", "grenade component:nova",
-                 "quota -grenade", "cluster list:list-1 kind:thread", "operator", "nosuchword quota"):
+                 "quota -grenade", "cluster list:list-1 kind:thread", "operator", "nosuchword quota",
+                 "quota after:2016", "ceph after:2016-03 before:2017", "quota -grenade after:2017"):
         query = whoosh_query(searcher.schema, parse(text))
         allowed = set(match_set(searcher, query).tolist())
         theirs = [(round(h.score, 9), h.docnum) for h in searcher.search(query, limit=40, filter=allowed or None)]
@@ -268,8 +272,9 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
         assert ours is not None and [(round(score, 9), d) for score, d in ours] == theirs, text
         assert [h["id"] for h in index.search(parse(text), per_page=40)["hits"]] == \
             [int(searcher.stored_fields(d)["id"]) for _, d in ours], text
-    for text in ('"quota usage"', "quot*", "quota after:2016", "quota -component:nova"):
+    for text in ('"quota usage"', "quot*", "quota -component:nova"):
         assert ranked(searcher, whoosh_query(searcher.schema, parse(text)), 20) is None, text
-    for text in ('"quota usage"', "quot*", "quota after:2016"):
+    assert 0 < len(cases["floating after:2014-02-01 before:2014-03-01"]) < len(cases["quota before:2015-06"])
+    for text in ('"quota usage"', "quot*"):
         assert match_set(searcher, whoosh_query(searcher.schema, parse(text))) is None, text
         assert index.search(parse(text))["total"] == len(walk(text)) > 0
