@@ -614,7 +614,7 @@ def _date_terms(reader: Any, q: Any) -> Any:
     compiled = q._compile_query(reader)
     inner = compiled.child if isinstance(compiled, ConstantScoreQuery) else compiled
     parts = inner.subqueries if type(inner) is Or else [inner]
-    spelled = []
+    spelled: list[Any] = []
     for part in parts:
         if isinstance(part, TermRange):
             spelled.extend(Term(part.fieldname, btext) for btext in part._btexts(reader))
