@@ -293,7 +293,7 @@ class IndexWriteError(RuntimeError):
 # Field lengths of each segment's documents, read once per process: a segment's lengths never
 # change (deletions only hide documents), so fresh searchers after an update reuse them.
 _segment_lengths: dict[tuple[str, str, str], array[int]] = {}
-_lengths_lock = threading.Lock()
+_segment_lock = threading.Lock()  # guards the per-segment caches below
 
 
 def _field_lengths(reader: Any, fieldname: str) -> array[int]:
@@ -302,7 +302,7 @@ def _field_lengths(reader: Any, fieldname: str) -> array[int]:
     lengths = _segment_lengths.get(key)
     if lengths is None:
         lengths = array("q", (reader.doc_field_length(i, fieldname, 1) for i in range(reader.doc_count_all())))
-        with _lengths_lock:
+        with _segment_lock:
             if len(_segment_lengths) > 256:  # segments merged away long ago
                 _segment_lengths.clear()
             _segment_lengths[key] = lengths
@@ -572,7 +572,7 @@ class WhooshIndex:
         matching = found if found is not None else list(islice(searcher.docs_for_query(query), COUNT_CAP + 1))
         estimated = found is None and len(matching) > COUNT_CAP
         total = int(results.estimated_length()) if estimated else len(matching)
-        counts = _facet_table(searcher).counts(matching[:COUNT_CAP] if estimated else matching)
+        counts = facet_counts(searcher, matching[:COUNT_CAP] if estimated else matching)
         suggestion = did_you_mean(searcher, q.words) if q.words and total < 3 else None
         return {"total": total, "total_is_estimate": estimated, "facets": counts, "hits": hits,
                 "suggestion": suggestion}
@@ -793,70 +793,91 @@ def _scored(reader: Any, top: Any, q: Any) -> tuple[Any, Any] | None:
     return None
 
 
-class FacetTable:
-    """Facet values of every document as sparse 0/1 matrices (documents x values), read once per
-    index version; counting a result's facets is then one sparse row-sum per facet instead of a
-    walk over every matching document in Python."""
+# The index field behind each facet (year is indexed from the date for this).
+FACET_FIELDS = {"kind": "kind", "component": "components", "list": "list", "status": "status", "year": "year",
+                "role": "role"}
 
-    def __init__(self, searcher: Any):
+
+class FacetTable:
+    """One segment's facet values as sparse 0/1 matrices (documents x values), read from the
+    facet fields' posting lists; counting a result's facets is then one sparse product per facet
+    instead of a walk over every matching document in Python. Segments never change, so a table
+    is read once per segment and process: an update adds a small segment and a small table, it
+    does not make every worker read the whole index again (9 s at 1M messages)."""
+
+    def __init__(self, reader: Any):
         import numpy as np
         from scipy import sparse
 
-        size = self.size = searcher.doc_count_all()
-        values: dict[str, dict[str, int]] = {name: {} for name in FACETS}
-        cells: dict[str, tuple[list[int], list[int]]] = {name: ([], []) for name in FACETS}
-        for docnum, stored in searcher.reader().iter_docs():
-            date = stored.get("date")
-            per_doc = {"kind": [stored.get("kind")], "list": [stored.get("list")], "status": [stored.get("status")],
-                       "year": [str(date.year)] if date else [],
-                       "component": (stored.get("components") or "").split(","),
-                       "role": (stored.get("role") or "").split(",")}
-            for name, found in per_doc.items():
-                for value in found:
-                    if value:
-                        code = values[name].setdefault(value, len(values[name]))
-                        cells[name][0].append(docnum)
-                        cells[name][1].append(code)
-        self.names = {name: list(v) for name, v in values.items()}
-        self.matrices = {name: sparse.csr_matrix((np.ones(len(rows), dtype=np.int32), (rows, cols)),
-                                                 shape=(size, max(1, len(values[name]))))
-                         for name, (rows, cols) in cells.items()}
+        self.size = reader.doc_count_all()
+        self.names: dict[str, list[str]] = {}
+        self.matrices: dict[str, Any] = {}
+        for name, fieldname in FACET_FIELDS.items():
+            field_type = reader.schema[fieldname]
+            names: list[str] = []
+            rows: list[Any] = []
+            cols: list[Any] = []
+            for btext in reader.lexicon(fieldname):
+                value = str(field_type.from_bytes(btext))
+                ids = _posting_ids(reader, fieldname, btext) if value else ()
+                if len(ids):  # (an empty value, a pain point's list, is no facet)
+                    rows.append(ids)
+                    cols.append(np.full(len(ids), len(names)))
+                    names.append(value)
+            self.names[name] = names
+            self.matrices[name] = sparse.csr_matrix(
+                (np.ones(sum(len(r) for r in rows), dtype=np.int32),
+                 (np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+                  np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64))),
+                shape=(self.size, max(1, len(names))))
 
-    def counts(self, docnums: Any) -> dict[str, dict[str, int]]:
-        """Facet counts of these documents (a list or array of document numbers)."""
+    def add_counts(self, matching: Any, out: dict[str, dict[str, int]]) -> None:
+        """Add the facet counts of these documents (segment numbers, ascending) to `out`."""
         import numpy as np
 
-        matching = np.asarray(docnums, dtype=np.int64)
         # Many matches: one pass over the whole table beats copying out their rows.
         chosen = None
         if len(matching) * 8 > self.size:
             chosen = np.zeros(self.size, dtype=np.int32)
             chosen[matching] = 1
-        out: dict[str, dict[str, int]] = {}
         for name in FACETS:
-            if not len(matching) or not self.names[name]:
-                out[name] = {}
+            table, names = self.matrices[name], self.names[name]
+            if not names:
                 continue
-            table = self.matrices[name]
             sums = np.asarray(table.T @ chosen).ravel() if chosen is not None \
                 else np.asarray(table[matching].sum(axis=0)).ravel()
-            pairs = [(self.names[name][i], int(c)) for i, c in enumerate(sums[:len(self.names[name])]) if c]
-            out[name] = dict(sorted(pairs, key=lambda kv: (-kv[1], kv[0])))
-        return out
+            for i in np.flatnonzero(sums[:len(names)]):
+                out[name][names[i]] = out[name].get(names[i], 0) + int(sums[i])
 
 
-_facet_tables: dict[tuple[str, int, int], FacetTable] = {}
+_facet_tables: dict[tuple[str, str], FacetTable] = {}
 # Each thread keeps its own searchers (a Whoosh searcher is not to be shared between threads).
 _searchers = threading.local()
 
 
-def _facet_table(searcher: Any) -> FacetTable:
-    ix = searcher._ix
-    key = (str(ix.storage.folder), searcher.reader().generation(), searcher.doc_count_all())
+def facet_counts(searcher: Any, docnums: Any) -> dict[str, dict[str, int]]:
+    """Facet counts of these documents (a list or array of document numbers), largest first."""
+    import numpy as np
+
+    matching = np.sort(np.asarray(docnums, dtype=np.int64))
+    out: dict[str, dict[str, int]] = {name: {} for name in FACETS}
+    for sub, offset in searcher.leaf_searchers():
+        reader = sub.reader()
+        lo, hi = np.searchsorted(matching, [offset, offset + reader.doc_count_all()])
+        if hi > lo:
+            _segment_facets(reader).add_counts(matching[lo:hi] - offset, out)
+    return {name: dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) for name, counts in out.items()}
+
+
+def _segment_facets(reader: Any) -> FacetTable:
+    key = (str(getattr(reader.storage(), "folder", "")), reader.segment().segment_id())
     table = _facet_tables.get(key)
     if table is None:
-        _facet_tables.clear()  # one index version per process is enough
-        table = _facet_tables[key] = FacetTable(searcher)
+        table = FacetTable(reader)
+        with _segment_lock:
+            if len(_facet_tables) > 256:  # segments merged away long ago
+                _facet_tables.clear()
+            _facet_tables[key] = table
     return table
 
 
