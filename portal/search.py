@@ -584,18 +584,36 @@ def match_set(searcher: Any, query: Any) -> Any:
     time (which cost a third of a query on common words). Knows words, their unions,
     intersections and exclusions, the filters' terms and date ranges; None for anything else
     (phrases, prefixes), which Whoosh then walks."""
+    found = _over_segments(searcher, query, scoring=False)
+    return None if found is None else found[0]
+
+
+def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
+    """Every document the query matches (document numbers ascending) with its score by the
+    searcher's BM25F, as Whoosh's matchers would score it, computed over whole posting lists with
+    numpy instead of one match at a time in Python. Knows what match_set knows except excluded
+    filters ("-component:x") and a query of filters alone, which Whoosh then ranks."""
+    if type(searcher.weighting) not in (BM25F, _Ranking):
+        return None
+    return _over_segments(searcher, query, scoring=True)
+
+
+def _over_segments(searcher: Any, query: Any, *, scoring: bool) -> tuple[Any, Any] | None:
     import numpy as np
 
-    parts = []
+    ids_parts, score_parts = [], []
     try:
         for sub, offset in searcher.leaf_searchers():
-            ids = _match_ids(sub.reader(), query)
-            if ids is None:
+            found = _evaluate(sub.reader(), searcher, query, scoring)
+            if found is None:
                 return None
-            parts.append(ids + offset)
+            ids_parts.append(found[0] + offset)
+            score_parts.append(found[1])
     except (AttributeError, TypeError):  # a Whoosh whose posting blocks look different
         return None
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if not ids_parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return np.concatenate(ids_parts), (np.concatenate(score_parts) if scoring else None)
 
 
 def _excludes(q: Any) -> bool:
@@ -621,36 +639,6 @@ def _date_terms(reader: Any, q: Any) -> Any:
         else:
             spelled.append(part)
     return Or(spelled)
-
-
-def _match_ids(reader: Any, q: Any) -> Any:
-    import numpy as np
-    from whoosh.query import And, AndNot, Every, Not, NullQuery, Or, Term
-
-    if q is NullQuery:
-        return np.zeros(0, dtype=np.int64)
-    dates = _date_terms(reader, q)
-    if dates is not None:
-        return _match_ids(reader, dates)
-    if type(q) is Term:
-        return _posting_ids(reader, q.fieldname, q.text)
-    if type(q) is Every:
-        return _live(reader)
-    if type(q) is Not:
-        inner = _match_ids(reader, q.query)
-        return None if inner is None else np.setdiff1d(_live(reader), inner, assume_unique=True)
-    if type(q) is AndNot:
-        a, b = _match_ids(reader, q.a), _match_ids(reader, q.b)
-        return None if a is None or b is None else np.setdiff1d(a, b, assume_unique=True)
-    if type(q) in (And, Or):
-        kids = [_match_ids(reader, k) for k in q.subqueries]
-        if not kids or any(k is None for k in kids):
-            return None
-        out = kids[0]
-        for k in kids[1:]:
-            out = np.intersect1d(out, k, assume_unique=True) if type(q) is And else np.union1d(out, k)
-        return out
-    return None
 
 
 def _live(reader: Any) -> Any:
@@ -697,31 +685,6 @@ def _postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple
     return ids, found
 
 
-def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
-    """Every document the query matches (document numbers ascending) with its score by the
-    searcher's BM25F, as Whoosh's matchers would score it, computed over whole posting lists with
-    numpy instead of one match at a time in Python. Knows words, their unions and intersections,
-    "-word", filter terms and date ranges; None for anything else (phrases, prefixes,
-    "-component:x"), which Whoosh then ranks."""
-    import numpy as np
-
-    if type(searcher.weighting) not in (BM25F, _Ranking):
-        return None
-    ids_parts, score_parts = [], []
-    try:
-        for sub, offset in searcher.leaf_searchers():
-            found = _scored(sub.reader(), searcher, query)
-            if found is None:
-                return None
-            ids_parts.append(found[0] + offset)
-            score_parts.append(found[1])
-    except (AttributeError, TypeError):  # a Whoosh whose posting blocks look different
-        return None
-    if not ids_parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    return np.concatenate(ids_parts), np.concatenate(score_parts)
-
-
 def top_scored(ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
     """The `limit` best (score, document number), best first and lower numbers first among
     equal scores, as Whoosh ranks them."""
@@ -742,53 +705,62 @@ def ranked(searcher: Any, query: Any, limit: int) -> list[tuple[float, int]] | N
     return None if found is None else top_scored(found[0], found[1], limit)
 
 
-def _scored(reader: Any, top: Any, q: Any) -> tuple[Any, Any] | None:
-    """(document numbers ascending, scores) of one segment, as Whoosh's matchers would score
-    them: a word's BM25F (or its weight in a field without lengths), sums over unions and
-    intersections, the included side of an exclusion."""
+def _evaluate(reader: Any, top: Any, q: Any, scoring: bool) -> tuple[Any, Any] | None:
+    """(document numbers ascending, scores or None) of one segment. Scores are what Whoosh's
+    matchers give: a word's BM25F (or its weight in a field without lengths), a date range's
+    constant 1, sums over unions and intersections, the included side of an exclusion. None for
+    a query this does not know."""
     import numpy as np
-    from whoosh.query import And, AndNot, NullQuery, Or, Term
+    from whoosh.query import And, AndNot, Every, Not, NullQuery, Or, Term
 
     if q is NullQuery:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    if getattr(q, "boost", 1.0) != 1.0 and type(q) is not Term:
+        return np.zeros(0, dtype=np.int64), (np.zeros(0) if scoring else None)
+    if scoring and getattr(q, "boost", 1.0) != 1.0 and type(q) is not Term:
         return None
-    if _date_terms(reader, q) is not None:  # Whoosh scores a date range as a constant 1 (its boost)
-        ids = _match_ids(reader, q)
-        return None if ids is None else (ids, np.ones(len(ids)))
+    dates = _date_terms(reader, q)
+    if dates is not None:  # Whoosh scores a date range as a constant 1 (its boost)
+        found = _evaluate(reader, top, dates, False)
+        return None if found is None else (found[0], np.ones(len(found[0])) if scoring else None)
     if type(q) is Term:
-        ids, weights = _postings(reader, q.fieldname, q.text, weights=True)
-        weighting = top.weighting
-        if not top.schema[q.fieldname].scorable:
-            scores = weights
-        else:
-            b = weighting._field_B.get(q.fieldname, weighting.B)
-            k1 = weighting.K1
-            idf = top.idf(q.fieldname, q.text)
+        ids, weights = _postings(reader, q.fieldname, q.text, weights=scoring)
+        if not scoring:
+            return ids, None
+        if top.schema[q.fieldname].scorable:
+            weighting = top.weighting
+            b, k1 = weighting._field_B.get(q.fieldname, weighting.B), weighting.K1
             average = top.avg_field_length(q.fieldname) or 1
             lengths = np.frombuffer(_field_lengths(reader, q.fieldname), dtype=np.int64)[ids] \
                 if len(ids) else np.zeros(0)
-            scores = idf * ((weights * (k1 + 1)) / (weights + k1 * ((1 - b) + b * lengths / average)))
-        return ids, scores * q.boost if q.boost != 1.0 else scores
+            weights = top.idf(q.fieldname, q.text) * (
+                (weights * (k1 + 1)) / (weights + k1 * ((1 - b) + b * lengths / average)))
+        return ids, weights * q.boost if q.boost != 1.0 else weights
+    if type(q) in (Every, Not):  # filters: Whoosh's scores for these are not reproduced
+        if scoring:
+            return None
+        if type(q) is Every:
+            return _live(reader), None
+        inner = _evaluate(reader, top, q.query, False)
+        return None if inner is None else (np.setdiff1d(_live(reader), inner[0], assume_unique=True), None)
     if type(q) is AndNot:
-        a, b = _scored(reader, top, q.a), _match_ids(reader, q.b)
+        a, b = _evaluate(reader, top, q.a, scoring), _evaluate(reader, top, q.b, False)
         if a is None or b is None:
             return None
-        keep = ~np.isin(a[0], b)
-        return a[0][keep], a[1][keep]
+        keep = ~np.isin(a[0], b[0])
+        return a[0][keep], (a[1][keep] if scoring else None)
     if type(q) in (And, Or):
-        kids = [_scored(reader, top, k) for k in q.subqueries]
+        kids = [_evaluate(reader, top, k, scoring) for k in q.subqueries]
         if not kids or any(k is None for k in kids):
             return None
         ids, scores = kids[0]  # type: ignore[misc]
         for other_ids, other_scores in kids[1:]:  # type: ignore[misc]
             if type(q) is And:
                 ids, mine, theirs = np.intersect1d(ids, other_ids, assume_unique=True, return_indices=True)
-                scores = scores[mine] + other_scores[theirs]
-            else:
-                both = np.concatenate([ids, other_ids])
-                ids, where = np.unique(both, return_inverse=True)
+                scores = scores[mine] + other_scores[theirs] if scoring else None
+            elif scoring:
+                ids, where = np.unique(np.concatenate([ids, other_ids]), return_inverse=True)
                 scores = np.bincount(where, weights=np.concatenate([scores, other_scores]), minlength=len(ids))
+            else:
+                ids = np.union1d(ids, other_ids)
         return ids, scores
     return None
 
