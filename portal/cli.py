@@ -571,11 +571,10 @@ def demo_load(messages: int, seed: int) -> None:
     click.echo(f"demo: git history fixes {len(result.fixes)} tickets, {len(result.tested)} with a test")
     from .classify import load_taxonomy
     from .demo import demo_reports
+    from .enrich import Enricher
     from .reports import create, group_reports, validate
 
     known = set(load_taxonomy(current_app.config.get("TAXONOMY") or None).components)
-    from .enrich import Enricher
-
     filed, threads = 0, set()
     enricher = Enricher.from_config(current_app.config)
     with dbmod.session_scope() as s:
@@ -583,7 +582,7 @@ def demo_load(messages: int, seed: int) -> None:
             report, new = create(s, current_app.config, validate(item["fields"], known),
                                   author_name=item["author_name"], author_email=item["author_email"],
                                   key=f"demo-{seed}-{i}", created=item["created"], source="demo", group_now=False,
-                                 enricher=enricher)
+                                  enricher=enricher)
             filed += new
             threads.add(report.thread_id)
         group_reports(s)

@@ -88,8 +88,6 @@ class SimilarityIndex:
         length this index was built with (words it never saw do not count), which is what makes
         adding a few cheap. `retire` are positions of documents that must no longer match (an
         older version of one of the new documents)."""
-        from scipy import sparse
-
         new = list(docs)
         if new:
             tf = self.vectorizer.transform([f"{(d.title + ' ') * self.title_weight}{d.text}" for d in new]).tocsr()
@@ -227,11 +225,7 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
         changed = set(session.execute(select(Message.thread_id).where(Message.id > cached.stamp[1]).distinct()
                                       .limit(EXTEND_AT_MOST + 1)).scalars()) | edited_threads
         if len(changed) <= EXTEND_AT_MOST:
-            docs = thread_docs(session, sorted(changed))
-            start = len(cached.index.docs)
-            cached.index.extend(docs, retire=[cached.position[t] for t in changed if t in cached.position])
-            for offset, d in enumerate(docs):
-                cached.position[int(d.id)] = start + offset
+            _add_threads(session, cached, sorted(changed))
             cached.stamp, cached.edited = stamp, edited
             # With several writers a message can commit after one with a higher id was seen; a
             # thread missed that way shows as a count the index does not reach: build it anew.
@@ -240,6 +234,15 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
     index = SimilarityIndex(thread_docs(session))
     _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs), edited)
     return index
+
+
+def _add_threads(session: object, cached: _Cached, thread_ids: list[int]) -> None:
+    """Add these threads' current documents to a cached index; their older ones stop matching."""
+    docs = thread_docs(session, thread_ids)
+    start = len(cached.index.docs)
+    cached.index.extend(docs, retire=[cached.position[t] for t in thread_ids if t in cached.position])
+    for offset, d in enumerate(docs):
+        cached.position[int(d.id)] = start + offset
 
 
 _subset_cache: dict[str, _Cached] = {}
@@ -287,11 +290,7 @@ def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[Simi
         missing = [t for t in thread_ids if t not in cached.position or t in changed]
         if len(changed) <= EXTEND_AT_MOST and len(missing) <= EXTEND_AT_MOST:
             _forget_on_rollback(session, url)
-            docs = thread_docs(session, missing)
-            start = len(cached.index.docs)
-            cached.index.extend(docs, retire=[cached.position[t] for t in missing if t in cached.position])
-            for offset, d in enumerate(docs):
-                cached.position[int(d.id)] = start + offset
+            _add_threads(session, cached, missing)
             cached.stamp, cached.edited = (0, newest), edited
             return cached.index, cached.position
     _forget_on_rollback(session, url)
