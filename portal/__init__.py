@@ -21,6 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.update(test_config)
     for flag in ("PRIVATE", "DEMO_SIGNIN"):
         app.config[flag] = str(app.config[flag]).lower() in ("1", "true", "yes", "on")
+    app.config["INDEX_PROCS"] = _processes(app.config["INDEX_PROCS"])
     if app.config["ENV"] == "production" and app.config["DEMO_SIGNIN"]:
         raise RuntimeError("EARSHOT_DEMO_SIGNIN lets anyone sign in as anyone; it cannot be on when "
                            "EARSHOT_ENV=production")
@@ -95,3 +96,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+def _processes(value: object) -> int:
+    """EARSHOT_INDEX_PROCS: "auto" (one per core, at most 4) or a number; checked at start-up, so
+    a typo stops the service with its name instead of failing the first large import."""
+    text = str(value if value is not None else "auto").strip().lower()
+    if text == "auto":
+        return min(4, os.cpu_count() or 1)
+    if not text.isdigit() or int(text) < 1:
+        raise RuntimeError(f"EARSHOT_INDEX_PROCS is 'auto' or a number of processes (1 or more), not {value!r}")
+    return int(text)

@@ -1047,20 +1047,7 @@ def index_for(config: Any) -> WhooshIndex | PostgresIndex:
         if not str(config["SQLALCHEMY_URL"]).startswith("postgresql"):
             raise SearchError("backend", "EARSHOT_SEARCH_BACKEND=postgres needs a PostgreSQL database")
         return PostgresIndex(dbmod.engine())
-    return WhooshIndex(Path(str(config["DATA_DIR"])) / "search", procs=index_procs(config))
-
-
-def index_procs(config: Any) -> int:
-    """Processes for bulk index writes: EARSHOT_INDEX_PROCS, or one per core (at most 4)."""
-    import os
-
-    value = str(config.get("INDEX_PROCS") or "auto").lower()
-    if value == "auto":
-        return min(4, os.cpu_count() or 1)
-    try:
-        return max(1, int(value))
-    except ValueError as exc:
-        raise SearchError("INDEX_PROCS", f"EARSHOT_INDEX_PROCS is 'auto' or a number, not {value!r}") from exc
+    return WhooshIndex(Path(str(config["DATA_DIR"])) / "search", procs=int(config.get("INDEX_PROCS") or 1))
 
 
 def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),

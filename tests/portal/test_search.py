@@ -278,3 +278,14 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     for text in ('"quota usage"', "quot*"):
         assert match_set(searcher, whoosh_query(searcher.schema, parse(text))) is None, text
         assert index.search(parse(text))["total"] == len(walk(text)) > 0
+
+
+def test_index_processes_are_checked_when_the_app_starts(tmp_path):
+    from portal import create_app
+
+    base = {"DATA_DIR": str(tmp_path), "DATABASE_URL": "", "SECRET_KEY": "x"}
+    assert create_app({**base, "INDEX_PROCS": "3"}).config["INDEX_PROCS"] == 3
+    assert create_app({**base, "INDEX_PROCS": "auto"}).config["INDEX_PROCS"] >= 1
+    for bad in ("many", "0", "-2", "2.5"):
+        with pytest.raises(RuntimeError, match="EARSHOT_INDEX_PROCS is 'auto' or a number"):
+            create_app({**base, "INDEX_PROCS": bad})
