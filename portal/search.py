@@ -18,10 +18,15 @@ commits, by one writer at a time, and rebuilt beside the old one and swapped in 
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
+import pickle
 import re
 import shutil
+import struct
+import sys
 import threading
+import weakref
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +39,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 from whoosh.analysis import Filter
+from whoosh.codec.whoosh3 import W3Codec, W3FieldWriter, W3PostingsWriter
 from whoosh.highlight import Formatter, get_text, htmlescape
 from whoosh.multiproc import MpWriter, SubWriterTask
 from whoosh.scoring import BM25F, BM25FScorer
@@ -297,8 +303,7 @@ _segment_lock = threading.Lock()  # guards the per-segment caches below
 
 
 def _field_lengths(reader: Any, fieldname: str) -> array[int]:
-    segment = reader.segment()
-    key = (str(getattr(reader.storage(), "folder", "")), segment.segment_id(), fieldname)
+    key = (*_segment_key(reader), fieldname)
     lengths = _segment_lengths.get(key)
     if lengths is None:
         lengths = array("q", (reader.doc_field_length(i, fieldname, 1) for i in range(reader.doc_count_all())))
@@ -320,6 +325,159 @@ class _Ranking(BM25F):  # type: ignore[misc]
         if isinstance(scorer, BM25FScorer) and hasattr(reader, "segment"):
             scorer.dfl = _field_lengths(reader, fieldname).__getitem__
         return scorer
+
+
+# Posting arrays beside each segment ("<segment>.eps"): every term's document numbers (uint32)
+# and weights (float32, left out when all are 1), contiguous, then a pickled table
+# {(field, term bytes): (offset, count, has weights)}, then the trailer. Whoosh keeps postings
+# in pickled, compressed blocks of 128; reading a common word's 500,000 postings that way cost
+# two thirds of a query at 1M messages, reading them from a memory map costs almost nothing.
+SIDE_EXT = ".eps"
+_SIDE_MAGIC = b"EPS1" + sys.byteorder[0].encode()  # arrays are in this machine's byte order
+_SIDE_TRAILER = struct.Struct("<Q5s")
+
+
+class _SidePostingsWriter(W3PostingsWriter):  # type: ignore[misc]
+    """Whoosh's postings writer that also keeps each term's whole lists (a block at a time, so
+    nothing is added per posting)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.side_ids, self.side_weights = array("I"), array("f")
+
+    def _write_block(self, last: bool = False) -> None:
+        if not self._byteids:  # (vector postings hold terms, not documents)
+            self.side_ids.extend(self._ids)
+            self.side_weights.extend(self._weights)
+        super()._write_block(last)
+
+    def finish_postings(self) -> Any:
+        if not self._byteids and not self.written() and len(self) < self._inlinelimit:  # inlined
+            self.side_ids.extend(self._ids)
+            self.side_weights.extend(self._weights)
+        return super().finish_postings()
+
+
+class _SideFieldWriter(W3FieldWriter):  # type: ignore[misc]
+    """Whoosh's field writer, which also writes the segment's posting arrays (SIDE_EXT). New
+    segments and merges both go through it."""
+
+    def __init__(self, codec: Any, storage: Any, segment: Any):
+        super().__init__(codec, storage, segment)
+        self._side = self._create_file(SIDE_EXT)
+        self._side_offset = 0
+        self._side_terms: dict[tuple[str, bytes], tuple[int, int, bool]] = {}
+
+    def finish_term(self) -> None:
+        postings = self._postwriter
+        super().finish_term()
+        ids, weights = postings.side_ids, postings.side_weights
+        if ids:
+            weighted = weights.count(1.0) != len(weights)
+            chunk = ids.tobytes() + (weights.tobytes() if weighted else b"")
+            self._side.write(chunk)
+            self._side_terms[(self._fieldname, self._btext)] = (self._side_offset, len(ids), weighted)
+            self._side_offset += len(chunk)
+        postings.side_ids, postings.side_weights = array("I"), array("f")
+
+    def close(self) -> None:
+        self._side.write(pickle.dumps(self._side_terms, protocol=pickle.HIGHEST_PROTOCOL))
+        self._side.write(_SIDE_TRAILER.pack(self._side_offset, _SIDE_MAGIC))
+        self._side.close()
+        super().close()
+
+
+class _SideCodec(W3Codec):  # type: ignore[misc]
+    """Whoosh's codec (the same files, read by Whoosh as ever) plus the posting arrays. Segments
+    record their codec, so older segments without arrays are read through Whoosh's blocks."""
+
+    def field_writer(self, storage: Any, segment: Any) -> Any:
+        return _SideFieldWriter(self, storage, segment)
+
+    def postings_writer(self, dbfile: Any, byteids: bool = False) -> Any:
+        return _SidePostingsWriter(dbfile, blocklimit=self._blocklimit, byteids=byteids,
+                                   compression=self._compression, inlinelimit=self._inlinelimit)
+
+
+class _SidePostings:
+    """A segment's posting arrays, memory-mapped: `length` bytes from `base` in the file (Whoosh
+    assembles a segment's files into one, so the arrays are a stretch of it)."""
+
+    def __init__(self, path: Path, base: int = 0, length: int | None = None):
+        with open(path, "rb") as f:
+            self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.base = base
+        end = base + (len(self.map) - base if length is None else length) - _SIDE_TRAILER.size
+        table_at, magic = _SIDE_TRAILER.unpack_from(self.map, end)
+        if magic != _SIDE_MAGIC:
+            raise ValueError(f"{path}: not posting arrays written on this kind of machine")
+        # Written by Earshot into its own index folder, whose Whoosh files are pickles too.
+        self.terms: dict[tuple[str, bytes], tuple[int, int, bool]] = pickle.loads(  # noqa: S301
+            self.map[base + table_at:end])
+
+    def get(self, fieldname: str, btext: bytes, *, weights: bool) -> tuple[Any, Any] | None:
+        import numpy as np
+
+        entry = self.terms.get((fieldname, btext))
+        if entry is None:
+            return None
+        at, count, weighted = entry
+        at += self.base
+        ids = np.frombuffer(self.map, dtype=np.uint32, count=count, offset=at).astype(np.int64)
+        if not weights:
+            return ids, None
+        if weighted:
+            found = np.frombuffer(self.map, dtype=np.float32, count=count, offset=at + 4 * count).astype(np.float64)
+        else:
+            found = np.ones(count)
+        return ids, found
+
+
+_segment_sides: dict[tuple[str, str], _SidePostings | None] = {}
+
+
+def _segment_key(reader: Any) -> tuple[str, str]:
+    """(index folder, segment id) of a segment reader, for the per-segment caches. A segment
+    assembled into one file is read through an overlay of that file on the folder."""
+    storage = reader.storage()
+    folder = getattr(getattr(storage, "b", storage), "folder", "")
+    return str(folder), reader.segment().segment_id()
+
+
+def _side_postings(reader: Any) -> _SidePostings | None:
+    """The segment's posting arrays, or None for a segment written without them."""
+    from whoosh.filedb.compound import CompoundStorage
+
+    key = _segment_key(reader)
+    if key in _segment_sides:
+        return _segment_sides[key]
+    storage, segment = reader.storage(), reader.segment()
+    name = segment.make_filename(SIDE_EXT)
+    compound = getattr(storage, "a", None)
+    side = None
+    try:
+        if isinstance(compound, CompoundStorage):
+            if compound.file_exists(name):
+                base, length = compound.range(name)
+                side = _SidePostings(Path(key[0]) / segment.make_filename(segment.COMPOUND_EXT), base, length)
+        elif key[0] and (Path(key[0]) / name).exists():
+            side = _SidePostings(Path(key[0]) / name)
+    except (OSError, ValueError, struct.error, pickle.UnpicklingError, EOFError):
+        side = None  # Whoosh's own blocks still answer
+    with _segment_lock:
+        _segment_sides[key] = side
+    return side
+
+
+def forget_segments(root: Path, current: Path, live: set[str]) -> None:
+    """Drop what the per-segment caches hold for segments under this index folder that are no
+    longer read (merged away, or in a generation a rebuild replaced), releasing memory maps."""
+    prefix, keep = str(root), str(current)
+    with _segment_lock:
+        for cache in (_segment_sides, _facet_tables, _segment_lengths):
+            gone = [k for k in cache if k[0].startswith(prefix) and (k[0] != keep or k[1] not in live)]
+            for key in gone:
+                del cache[key]  # type: ignore[attr-defined]
 
 
 class _WriterTask(SubWriterTask):  # type: ignore[misc]
@@ -388,8 +546,9 @@ class WhooshIndex:
     def _writer(self, ix: Any, *, bulk: bool, **options: Any) -> Any:
         if bulk and self.procs > 1:
             # One segment per process, not merged at the end (merging would cost another pass).
-            return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=128, **options)
-        return ix.writer(limitmb=128, **options)
+            return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=128, codec=_SideCodec(),
+                               **options)
+        return ix.writer(limitmb=128, codec=_SideCodec(), **options)
 
     @staticmethod
     def _abandon(writer: Any) -> None:
@@ -510,6 +669,8 @@ class WhooshIndex:
         if ix is None:
             return None
         searcher = ix.searcher(weighting=_Ranking())
+        forget_segments(self.folder, path, {sub.reader().segment().segment_id() for sub, _ in
+                                            searcher.leaf_searchers()})
         cache[str(self.folder)] = (path, searcher)
         while len(cache) > 4:  # a process serves one index; tests and tools may open a few
             _old_path, old = cache.pop(next(iter(cache)))
@@ -644,19 +805,32 @@ def _date_terms(reader: Any, q: Any) -> Any:
 def _live(reader: Any) -> Any:
     import numpy as np
 
-    everything = np.arange(reader.doc_count_all(), dtype=np.int64)
-    deleted = reader.deleted_docs_set
-    return np.setdiff1d(everything, np.fromiter(deleted, dtype=np.int64), assume_unique=True) if deleted \
-        else everything
+    live = _live_mask(reader)
+    return np.arange(reader.doc_count_all(), dtype=np.int64) if live is None else np.flatnonzero(live)
 
 
 def _posting_ids(reader: Any, fieldname: str, text: Any) -> Any:
-    """A term's documents, read a posting block (up to 128 documents) at a time."""
+    """A term's live documents (ascending)."""
     return _postings(reader, fieldname, text, weights=False)[0]
 
 
 def _postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple[Any, Any]:
-    """A term's live documents and (when asked) their weights, a posting block at a time."""
+    """A term's live documents (ascending) and, when asked, their weights: from the segment's
+    posting arrays, or for a segment written without them, from Whoosh's blocks."""
+    import numpy as np
+
+    side = _side_postings(reader)
+    if side is None:
+        return _block_postings(reader, fieldname, text, weights=weights)
+    btext = text if isinstance(text, bytes) else reader.schema[fieldname].to_bytes(text)
+    found = side.get(fieldname, btext, weights=weights)
+    if found is None:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    return _without_deleted(reader, found[0], found[1] if weights else np.zeros(0), weights)
+
+
+def _block_postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple[Any, Any]:
+    """_postings read through Whoosh's posting blocks (up to 128 documents each)."""
     import numpy as np
     from whoosh.reading import TermNotFound
 
@@ -677,12 +851,35 @@ def _postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple
     if not id_blocks:
         return nothing
     ids = np.concatenate(id_blocks)
-    found = np.concatenate(weight_blocks) if weights else nothing[1]
-    deleted = reader.deleted_docs_set
-    if deleted:
-        keep = ~np.isin(ids, np.fromiter(deleted, dtype=np.int64))
+    return _without_deleted(reader, ids, np.concatenate(weight_blocks) if weights else nothing[1], weights)
+
+
+def _without_deleted(reader: Any, ids: Any, found: Any, weights: bool) -> tuple[Any, Any]:
+    live = _live_mask(reader)
+    if live is not None:
+        keep = live[ids]
         ids, found = ids[keep], (found[keep] if weights else found)
     return ids, found
+
+
+# A segment reader's live documents as a mask (None without deletions), made once per reader:
+# a reader sees a fixed set of deletions, and an import's replaced threads leave many.
+_live_masks: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _live_mask(reader: Any) -> Any:
+    import numpy as np
+
+    if not reader.has_deletions():
+        return None
+    with _segment_lock:
+        mask = _live_masks.get(reader)
+    if mask is None:
+        mask = np.ones(reader.doc_count_all(), dtype=bool)
+        mask[np.fromiter(reader.deleted_docs_set, dtype=np.int64)] = False
+        with _segment_lock:
+            _live_masks[reader] = mask
+    return mask
 
 
 def top_scored(ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
@@ -740,17 +937,25 @@ def _evaluate(reader: Any, top: Any, q: Any, scoring: bool) -> tuple[Any, Any] |
         if type(q) is Every:
             return _live(reader), None
         inner = _evaluate(reader, top, q.query, False)
-        return None if inner is None else (np.setdiff1d(_live(reader), inner[0], assume_unique=True), None)
+        if inner is None:
+            return None
+        everything = _live(reader)
+        return everything[_outside(everything, inner[0], reader.doc_count_all())], None
     if type(q) is AndNot:
         a, b = _evaluate(reader, top, q.a, scoring), _evaluate(reader, top, q.b, False)
         if a is None or b is None:
             return None
-        keep = ~np.isin(a[0], b[0])
+        keep = _outside(a[0], b[0], reader.doc_count_all())
         return a[0][keep], (a[1][keep] if scoring else None)
     if type(q) in (And, Or):
         kids = [_evaluate(reader, top, k, scoring) for k in q.subqueries]
-        if not kids or any(k is None for k in kids):
+        if not kids:  # (a date range over a segment without those dates): nothing, as in Whoosh
+            return np.zeros(0, dtype=np.int64), (np.zeros(0) if scoring else None)
+        if any(k is None for k in kids):
             return None
+        size = reader.doc_count_all()
+        if len(kids) > 1 and sum(len(k[0]) for k in kids) * 8 > size:  # type: ignore[index]
+            return _combine_dense(type(q) is And, kids, size, scoring)  # type: ignore[arg-type]
         ids, scores = kids[0]  # type: ignore[misc]
         for other_ids, other_scores in kids[1:]:  # type: ignore[misc]
             if type(q) is And:
@@ -765,17 +970,52 @@ def _evaluate(reader: Any, top: Any, q: Any, scoring: bool) -> tuple[Any, Any] |
     return None
 
 
+def _outside(ids: Any, excluded: Any, size: int) -> Any:
+    """Which of these documents are not excluded (a mask over ids)."""
+    import numpy as np
+
+    out = np.zeros(size, dtype=bool)
+    out[excluded] = True
+    return ~out[ids]
+
+
+def _combine_dense(both: bool, kids: list[tuple[Any, Any]], size: int, scoring: bool) -> tuple[Any, Any]:
+    """The intersection (both) or union of long document lists, over arrays as long as the
+    segment instead of by sorting (a common word's list is half a million long at 1M messages).
+    Scores add up in the same order as the pairwise way, so they are the same to the last bit."""
+    import numpy as np
+
+    if both:
+        count = np.zeros(size, dtype=np.uint8 if len(kids) < 255 else np.int64)
+        for ids, _ in kids:
+            count[ids] += 1
+        found = np.flatnonzero(count == len(kids))
+    else:
+        seen = np.zeros(size, dtype=bool)
+        for ids, _ in kids:
+            seen[ids] = True
+        found = np.flatnonzero(seen)
+    if not scoring:
+        return found, None
+    total = np.zeros(size)
+    for ids, scores in kids:
+        total[ids] += scores  # (a list holds each document once)
+    return found, total[found]
+
+
 # The index field behind each facet (year is indexed from the date for this).
 FACET_FIELDS = {"kind": "kind", "component": "components", "list": "list", "status": "status", "year": "year",
                 "role": "role"}
 
 
 class FacetTable:
-    """One segment's facet values as sparse 0/1 matrices (documents x values), read from the
-    facet fields' posting lists; counting a result's facets is then one sparse product per facet
-    instead of a walk over every matching document in Python. Segments never change, so a table
-    is read once per segment and process: an update adds a small segment and a small table, it
-    does not make every worker read the whole index again (9 s at 1M messages)."""
+    """One segment's facet values, read from the facet fields' posting lists: for a facet where a
+    document has at most one value (kind, list, status, year) an array of value numbers per
+    document, counted with one bincount; for the others (components, roles) a sparse 0/1 matrix
+    (documents x values), counted with one sparse product. Either replaces a walk over every
+    matching document in Python. Segments never change, so a table is read once per segment and
+    process: an update adds a small segment and a small table, it does not make every worker
+    read the whole index again (9 s at 1M messages)."""
 
     def __init__(self, reader: Any):
         import numpy as np
@@ -783,41 +1023,49 @@ class FacetTable:
 
         self.size = reader.doc_count_all()
         self.names: dict[str, list[str]] = {}
+        self.codes: dict[str, Any] = {}
         self.matrices: dict[str, Any] = {}
         for name, fieldname in FACET_FIELDS.items():
             field_type = reader.schema[fieldname]
             names: list[str] = []
             rows: list[Any] = []
-            cols: list[Any] = []
             for btext in reader.lexicon(fieldname):
                 value = str(field_type.from_bytes(btext))
                 ids = _posting_ids(reader, fieldname, btext) if value else ()
                 if len(ids):  # (an empty value, a pain point's list, is no facet)
                     rows.append(ids)
-                    cols.append(np.full(len(ids), len(names)))
                     names.append(value)
             self.names[name] = names
-            self.matrices[name] = sparse.csr_matrix(
-                (np.ones(sum(len(r) for r in rows), dtype=np.int32),
-                 (np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
-                  np.concatenate(cols) if cols else np.zeros(0, dtype=np.int64))),
-                shape=(self.size, max(1, len(names))))
+            every = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+            values = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)]) if rows \
+                else np.zeros(0, dtype=np.int64)
+            if len(np.unique(every)) == len(every):  # one value at most: value numbers, len(names) for none
+                codes = np.full(self.size, len(names), dtype=np.int32)
+                codes[every] = values
+                self.codes[name] = codes
+            else:
+                self.matrices[name] = sparse.csr_matrix(
+                    (np.ones(len(every), dtype=np.int32), (every, values)), shape=(self.size, max(1, len(names))))
 
     def add_counts(self, matching: Any, out: dict[str, dict[str, int]]) -> None:
         """Add the facet counts of these documents (segment numbers, ascending) to `out`."""
         import numpy as np
 
-        # Many matches: one pass over the whole table beats copying out their rows.
+        # Many matches: one pass over the whole matrix beats copying out their rows.
         chosen = None
-        if len(matching) * 8 > self.size:
+        if self.matrices and len(matching) * 8 > self.size:
             chosen = np.zeros(self.size, dtype=np.int32)
             chosen[matching] = 1
         for name in FACETS:
-            table, names = self.matrices[name], self.names[name]
+            names = self.names[name]
             if not names:
                 continue
-            sums = np.asarray(table.T @ chosen).ravel() if chosen is not None \
-                else np.asarray(table[matching].sum(axis=0)).ravel()
+            if name in self.codes:
+                sums = np.bincount(self.codes[name][matching], minlength=len(names) + 1)
+            else:
+                table = self.matrices[name]
+                sums = np.asarray(table.T @ chosen).ravel() if chosen is not None \
+                    else np.asarray(table[matching].sum(axis=0)).ravel()
             for i in np.flatnonzero(sums[:len(names)]):
                 out[name][names[i]] = out[name].get(names[i], 0) + int(sums[i])
 
@@ -842,7 +1090,7 @@ def facet_counts(searcher: Any, docnums: Any) -> dict[str, dict[str, int]]:
 
 
 def _segment_facets(reader: Any) -> FacetTable:
-    key = (str(getattr(reader.storage(), "folder", "")), reader.segment().segment_id())
+    key = _segment_key(reader)
     table = _facet_tables.get(key)
     if table is None:
         table = FacetTable(reader)

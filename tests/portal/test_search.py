@@ -232,6 +232,10 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     index.rebuild(_docs(n))
     index.update(_docs(300, word="grenade"), expected=300)  # replaces 300: deletions in older segments
     index.update([], ["thread:7", "thread:1100"])
+    rare = list(_docs(3, word="zircon basalt"))
+    rare[2]["text"] = rare[2]["text"].replace("basalt", "")
+    rare[0]["components"] = ["nova", "neutron"]  # facets with several values per document count apart
+    index.update(rare)
     searcher = index.searcher()
     assert len(searcher._ix._segments()) > 1 and searcher.doc_count() < searcher.doc_count_all()
 
@@ -241,7 +245,8 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     cases = {"quota": walk("quota"), "quota usage": walk("quota usage"), "l3-agent restarts": walk("l3-agent restarts"),
              "component:nova": walk("component:nova"), "kind:thread": walk("kind:thread"), "": walk(""),
              "ceph component:neutron list:list-2": walk("ceph component:neutron list:list-2"),
-             "nosuchword": set(), "-quota": set(),
+             "nosuchword": set(), "-quota": set(), "zircon basalt": walk("zircon basalt"),
+             "zircon OR basalt": walk("zircon OR basalt"),
              "quota -grenade": walk("quota") - walk("grenade"),
              "floating -cluster": set(), "floating -operator": set(),  # every document has these words
              "floating -ceph": walk("floating"),
@@ -256,7 +261,17 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
         result = index.search(parse(text), per_page=2000)
         assert result["total"] == len(expected) == len(result["hits"]), text
         assert sum(result["facets"]["kind"].values()) == len(expected)
+        stored = [searcher.stored_fields(d) for d in expected]  # facets counted the slow way
+        for facet, of in (("list", lambda f: [f["list"]]), ("component", lambda f: f["components"].split(",")),
+                          ("year", lambda f: [str(f["date"].year)]), ("kind", lambda f: [f["kind"]])):
+            counts: dict[str, int] = {}
+            for f in stored:
+                for value in of(f):
+                    counts[value] = counts.get(value, 0) + 1
+            assert result["facets"][facet] == counts, (text, facet)
     assert 0 < len(cases["quota -grenade"]) < len(cases["quota"]) < n
+    # Short lists combine by sorting, long ones over arrays as long as the segment: both are here.
+    assert [len(cases["zircon basalt"]), len(cases["zircon OR basalt"])] == [2, 3]
     assert walk("floating -cluster"), "Whoosh's walk of an exclusion no longer lets documents through: simplify"
     # Ranking over whole posting lists gives Whoosh's own ranking: the same documents in the same
     # order with the same scores (held to the exact set where Whoosh's walk lets excluded ones in).
@@ -264,7 +279,8 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
 
     for text in ("quota", "quota usage", "l3-agent restarts", "floating ceph volumes", "grenade component:nova",
                  "quota -grenade", "cluster list:list-1 kind:thread", "operator", "nosuchword quota",
-                 "quota after:2016", "ceph after:2016-03 before:2017", "quota -grenade after:2017"):
+                 "quota after:2016", "ceph after:2016-03 before:2017", "quota -grenade after:2017",
+                 "zircon basalt", "zircon OR basalt", "zircon OR basalt OR volumes"):
         query = whoosh_query(searcher.schema, parse(text))
         allowed = set(match_set(searcher, query).tolist())
         theirs = [(round(h.score, 9), h.docnum) for h in searcher.search(query, limit=40, filter=allowed or None)]
@@ -289,3 +305,49 @@ def test_index_processes_are_checked_when_the_app_starts(tmp_path):
     for bad in ("many", "0", "-2", "2.5"):
         with pytest.raises(RuntimeError, match="EARSHOT_INDEX_PROCS is 'auto' or a number"):
             create_app({**base, "INDEX_PROCS": bad})
+
+
+def test_posting_arrays_beside_each_segment_equal_whooshs_blocks(tmp_path):
+    """Queries read a term's postings from arrays written beside each segment (new segments and
+    merges alike): for every term of every field they hold what Whoosh's own blocks hold.
+    Segments written without them (an index from an earlier Earshot) are still read through the
+    blocks, and the caches let go of segments that are gone."""
+    from whoosh import index as whoosh_index
+
+    from portal import search as s
+
+    index = s.WhooshIndex(tmp_path / "ix", procs=2)
+    index.rebuild(_docs(s.BULK_FROM + 200))
+    index.update(_docs(300, word="grenade"), expected=300)
+    index.update(_docs(40, word="ceilometer"))  # single-process writer; merges the small segments
+    searcher = index.searcher()
+    readers = [sub.reader() for sub, _ in searcher.leaf_searchers()]
+    assert len(readers) > 1 and all(s._side_postings(r) is not None for r in readers)
+    checked = 0
+    for reader in readers:
+        for fieldname in ("title", "text", "components", "list", "kind", "date", "role", "spell"):
+            for btext in reader.lexicon(fieldname):
+                ours = s._postings(reader, fieldname, btext, weights=True)
+                theirs = s._block_postings(reader, fieldname, btext, weights=True)
+                assert ours[0].tolist() == theirs[0].tolist() and ours[1].tolist() == theirs[1].tolist()
+                checked += 1
+    assert checked > 500
+    weighted = [r for r in readers if any(w for _, _, w in s._side_postings(r).terms.values())]
+    assert weighted, "no term with a weight other than 1: the weights were never compared"
+    # An index written by Whoosh's own codec into one compound file per segment: no arrays.
+    (tmp_path / "plain").mkdir()
+    plain = whoosh_index.create_in(str(tmp_path / "plain"), s.schema())
+    with plain.writer() as writer:
+        for doc in _docs(50):
+            writer.add_document(**s._fields(doc))
+    with plain.searcher() as old:
+        reader = old.reader()
+        assert s._side_postings(reader) is None
+        assert s._postings(reader, "text", "ceph", weights=False)[0].tolist() == list(range(2, 50, 4))
+    # A rebuild replaces every segment: the next searcher drops the old ones from the caches.
+    old_keys = [k for k in s._segment_sides if k[0].startswith(str(tmp_path / "ix"))]
+    assert old_keys
+    index.rebuild(_docs(60))
+    index.search(parse("quota"))
+    assert not set(old_keys) & set(s._segment_sides)
+    assert index.search(parse("ceph"))["total"] == 15
