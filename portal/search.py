@@ -389,7 +389,13 @@ class _SideFieldWriter(W3FieldWriter):  # type: ignore[misc]
 
 class _SideCodec(W3Codec):  # type: ignore[misc]
     """Whoosh's codec (the same files, read by Whoosh as ever) plus the posting arrays. Segments
-    record their codec, so older segments without arrays are read through Whoosh's blocks."""
+    record their codec, so older segments without arrays are read through Whoosh's blocks.
+
+    Blocks carry no field length bounds (length_stats): writing them looked up a length for every
+    posting, an eighth of writing the index; Whoosh uses them only to skip blocks in its own
+    walk, which then bounds a block's best score by length 0 (looser, still exact)."""
+
+    length_stats = False
 
     def field_writer(self, storage: Any, segment: Any) -> Any:
         return _SideFieldWriter(self, storage, segment)
