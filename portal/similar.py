@@ -17,7 +17,7 @@ lose reply prefixes and list tags before their n-grams are taken. On real Jira i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,23 +43,34 @@ class Doc:
 class SimilarityIndex:
     """BM25 (k1, b) with the title counted `title_weight` times, fused with title n-grams."""
 
-    def __init__(self, docs: Sequence[Doc], *, k1: float = 1.2, b: float = 0.75, title_weight: int = 3):
+    def __init__(self, docs: Iterable[Doc], *, k1: float = 1.2, b: float = 0.75, title_weight: int = 3,
+                 count: int | None = None):
+        """`docs` may be a generator: each text is read once, and only titles are kept (with
+        `count`, the number of documents, a generator's texts are never all in memory at once)."""
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-        self.docs = list(docs)
+        if count is None:
+            docs = list(docs)
+            count = len(docs)
+        self.docs: list[Doc] = []
         # Words in over half the documents say nothing about one of them; in a handful of
         # documents that cut would drop every shared word, so it starts at 20.
-        max_df = 0.5 if len(self.docs) >= 20 else 1.0
+        max_df = 0.5 if count >= 20 else 1.0
         words = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"  # keeps nova-compute, l3-agent, oslo.messaging whole
         self.vectorizer = CountVectorizer(lowercase=True, token_pattern=words,
                                           stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP), max_df=max_df,
                                           dtype=np.float32)
-        corpus = [f"{(d.title + ' ') * title_weight}{d.text}" for d in self.docs]
+
+        def corpus() -> Iterator[str]:
+            for d in docs:
+                self.docs.append(Doc(d.kind, d.id, d.title, ""))  # the text is not read again
+                yield f"{(d.title + ' ') * title_weight}{d.text}"
+
         try:
-            tf = self.vectorizer.fit_transform(corpus).tocsr()
+            tf = self.vectorizer.fit_transform(corpus()).tocsr()
         except ValueError:  # no documents, or only stop words in them
             self.vectorizer.fit(["placeholder"])
-            tf = sparse.csr_matrix((len(corpus), 1), dtype=np.float32)
+            tf = sparse.csr_matrix((len(self.docs), 1), dtype=np.float32)
         n = tf.shape[0]
         df = np.bincount(tf.indices, minlength=tf.shape[1]) if n else np.zeros(0)
         self.df = df
@@ -100,7 +111,7 @@ class SimilarityIndex:
             if self.title_matrix is not None:
                 titles = self.titles.transform([normalize_subject(d.title) for d in new]).astype(np.float32)
                 self.title_matrix = sparse.vstack([self.title_matrix, titles], format="csc")
-            self.docs.extend(new)
+            self.docs.extend(Doc(d.kind, d.id, d.title, "") for d in new)
         for i in retire:
             self.matrix.data[self.matrix.indptr[i]:self.matrix.indptr[i + 1]] = 0
         if retire and self.title_matrix is not None:
@@ -231,7 +242,8 @@ def thread_index(session: object, url: str) -> SimilarityIndex:
             # thread missed that way shows as a count the index does not reach: build it anew.
             if len(cached.position) >= stamp[0]:
                 return cached.index
-    index = SimilarityIndex(thread_docs(session))
+    every = list(session.execute(select(Thread.id).order_by(Thread.id)).scalars())
+    index = SimilarityIndex(iter_thread_docs(session, every), count=len(every))
     _cache[url] = _Cached(stamp, index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs), edited)
     return index
 
@@ -294,7 +306,7 @@ def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[Simi
             cached.stamp, cached.edited = (0, newest), edited
             return cached.index, cached.position
     _forget_on_rollback(session, url)
-    index = SimilarityIndex(thread_docs(session, thread_ids))
+    index = SimilarityIndex(iter_thread_docs(session, thread_ids), count=len(thread_ids))
     cached = _Cached((0, newest), index, {int(d.id): i for i, d in enumerate(index.docs)}, len(index.docs),
                      edited)
     _subset_cache[url] = cached
@@ -325,28 +337,32 @@ def _forget_on_rollback(session: object, url: str) -> None:
 
 def thread_docs(session: object, thread_ids: list[int] | None = None) -> list[Doc]:
     """Threads as documents: the subject, and the new text of their first messages (4,000
-    characters at most). In the order of `thread_ids` when given; unknown ids are left out."""
+    characters at most). In the order of `thread_ids` when given (else by id); unknown ids are
+    left out."""
+    return list(iter_thread_docs(session, thread_ids))
+
+
+def iter_thread_docs(session: object, thread_ids: list[int] | None = None) -> Iterator[Doc]:
+    """thread_docs, read and given 500 threads at a time."""
     from sqlalchemy import select
     from sqlmodel import Session
 
     from .models import Message, Thread
 
     assert isinstance(session, Session)
-    texts: dict[int, list[str]] = {}
-    subjects: dict[int, str] = {}
-    chunks = [thread_ids[i:i + 500] for i in range(0, len(thread_ids), 500)] if thread_ids is not None else [None]
-    for chunk in chunks:
-        mq = select(Message.thread_id, Message.new_text).order_by(Message.thread_id, Message.id)
-        tq = select(Thread.id, Thread.subject)
-        if chunk is not None:
-            mq, tq = mq.where(Message.thread_id.in_(chunk)), tq.where(Thread.id.in_(chunk))
-        for tid, text in session.execute(mq):
+    if thread_ids is None:
+        thread_ids = list(session.execute(select(Thread.id).order_by(Thread.id)).scalars())
+    for chunk in (thread_ids[i:i + 500] for i in range(0, len(thread_ids), 500)):
+        texts: dict[int, list[str]] = {}
+        for tid, text in session.execute(select(Message.thread_id, Message.new_text)
+                                         .where(Message.thread_id.in_(chunk)).order_by(Message.thread_id, Message.id)):
             parts = texts.setdefault(tid, [])
             if sum(len(p) for p in parts) < 4000:
                 parts.append(text[:2000])
-        subjects.update({tid: subject or "" for tid, subject in session.execute(tq)})
-    order = thread_ids if thread_ids is not None else list(subjects)
-    return [Doc("thread", tid, subjects[tid], "\n".join(texts.get(tid, []))) for tid in order if tid in subjects]
+        subjects = {tid: subject or "" for tid, subject in
+                    session.execute(select(Thread.id, Thread.subject).where(Thread.id.in_(chunk)))}
+        yield from (Doc("thread", tid, subjects[tid], "\n".join(texts.get(tid, []))) for tid in chunk
+                    if tid in subjects)
 
 
 def similar_items(session: object, url: str, text: str, *, title: str | None = None, k: int = 10,

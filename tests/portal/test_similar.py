@@ -19,6 +19,14 @@ def test_bm25_finds_the_same_problem_and_respects_filters():
     assert [d.id for d, _ in index.query("quota resize", k=1, allowed=allowed)] == [4]
     assert index.query("the and of", k=3) == []
     assert SimilarityIndex([]).query("anything") == []
+    # Built from a generator, the same answers; the texts are read once and not kept (grouping
+    # builds this over every pain thread of an archive).
+    streamed = SimilarityIndex((d for d in docs), count=len(docs))
+    assert [(d.id, round(s, 6)) for d, s in streamed.query("quota usage wrong after resize", k=3)] == \
+        [(d.id, round(s, 6)) for d, s in index.query("quota usage wrong after resize", k=3)]
+    assert [d.title for d in streamed.docs] == [d.title for d in docs] and not any(d.text for d in streamed.docs)
+    streamed.extend([Doc("thread", 5, "Quota drift again", "quota usage drifts after resize again")])
+    assert streamed.query("quota drift again", k=1)[0][0].id == 5 and streamed.docs[-1].text == ""
 
 
 def test_known_duplicates_rank_high_on_real_jira_issues(shared):
