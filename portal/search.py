@@ -478,10 +478,10 @@ def _side_postings(reader: Any) -> _SidePostings | None:
 def forget_segments(root: Path, current: Path, live: set[str]) -> None:
     """Drop what the per-segment caches hold for segments under this index folder that are no
     longer read (merged away, or in a generation a rebuild replaced), releasing memory maps."""
-    prefix, keep = str(root), str(current)
+    keep = str(current)
     with _segment_lock:
         for cache in (_segment_sides, _facet_tables, _segment_lengths):
-            gone = [k for k in cache if k[0].startswith(prefix) and (k[0] != keep or k[1] not in live)]
+            gone = [k for k in cache if Path(k[0]).parent == root and (k[0] != keep or k[1] not in live)]
             for key in gone:
                 del cache[key]  # type: ignore[attr-defined]
 
