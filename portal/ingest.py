@@ -49,6 +49,7 @@ REF = MessageRef.__table__
 MEMBER = PainPointMember.__table__
 THREAD = Thread.__table__
 NEW_THREAD = insert(THREAD)
+NEW_MESSAGES = insert(MSG).returning(MSG.c.id, MSG.c.message_id)
 
 
 def list_role_for(name: str) -> str:
@@ -255,10 +256,11 @@ class Ingest:
         for row in rows:
             row["thread_id"] = find(int(row["thread_id"]))  # type: ignore[arg-type]
             touched.add(int(row["thread_id"]))  # type: ignore[arg-type]
-        returning = insert(MSG).returning(MSG.c.id, MSG.c.message_id, sort_by_parameter_order=True)
-        inserted = s.execute(returning, rows).all()
-        pk_of = {mid: pk for pk, mid in inserted}
-        updates = [{"pk": inserted[i][0], "parent": pk_of[mid]} for i, mid in pending_parent if mid in pk_of]
+        # Ids come back matched by Message-ID (unique), in whatever order: asking for them in the
+        # rows' order made SQLAlchemy insert into SQLite one row per statement.
+        pk_of = {mid: pk for pk, mid in s.execute(NEW_MESSAGES, rows)}
+        updates = [{"pk": pk_of[str(rows[i]["message_id"])], "parent": pk_of[mid]}
+                   for i, mid in pending_parent if mid in pk_of]
         # Children stored in earlier runs, waiting for these parents.
         for chunk in _chunks(sorted(pk_of)):
             for child_pk, irt in s.execute(select(MSG.c.id, MSG.c.in_reply_to).where(
