@@ -35,6 +35,9 @@ class ParsedMessage:
     date_trusted: bool = True
     # Tickets the source itself names outside the text (a Redmine page's own number).
     own_refs: list[str] = field(default_factory=list)
+    # `raw` compressed with zlib (level 3) by a parsing process, which then sends raw empty: the
+    # storing process has less to receive and nothing to compress.
+    raw_compressed: bytes | None = None
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """Read archives in a separate process while the caller stores what was read.
 
-Parsing is about half of an import; a second process does it while the first writes to the
-database. The child is started with "spawn" (it holds no database connections of the parent) and
-sends items in chunks through a bounded queue, so memory stays flat.
+Parsing is about half of an import; a second process does it (and compresses each message's
+original bytes for storage) while the first writes to the database. The child is started with
+"spawn" (it holds no database connections of the parent) and sends items in chunks through a
+bounded queue, so memory stays flat.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import queue as queue_mod
 import traceback
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +32,8 @@ def _produce(out: mp.Queue, paths: list[str], fmt: str, list_name: str | None, n
     try:
         for path in paths:
             for item in iter_path(Path(path), fmt, list_name=list_name, now=now, progress=progress):
+                if isinstance(item, ParsedMessage):
+                    item.raw_compressed, item.raw = zlib.compress(item.raw, 3), b""
                 chunk.append(item)
                 if len(chunk) >= _CHUNK:
                     out.put(("items", chunk, read[0]))

@@ -358,7 +358,7 @@ class Ingest:
             "in_reply_to": m.in_reply_to[:998] if m.in_reply_to else None,
             "new_text": clean_text(m.new_text),
             "quoted_text": clean_text(m.quoted_text),
-            "raw": zlib.compress(m.raw, 3),
+            "raw": m.raw_compressed if m.raw_compressed is not None else zlib.compress(m.raw, 3),
             "source_format": m.source_format[:40],
             "source_file": clean_text(m.source_file),
             "recovered": m.recovered,
