@@ -480,7 +480,7 @@ def forget_segments(root: Path, current: Path, live: set[str]) -> None:
     longer read (merged away, or in a generation a rebuild replaced), releasing memory maps."""
     keep = str(current)
     with _segment_lock:
-        for cache in (_segment_sides, _facet_tables, _segment_lengths):
+        for cache in (_segment_sides, _facet_tables, _segment_lengths, _segment_columns):
             gone = [k for k in cache if Path(k[0]).parent == root and (k[0] != keep or k[1] not in live)]
             for key in gone:
                 del cache[key]  # type: ignore[attr-defined]
@@ -695,6 +695,7 @@ class WhooshIndex:
                 for h in searcher.more_like(docnum, "text", top=limit)]
 
     def search(self, q: Query, *, sort: str = "relevance", page: int = 1, per_page: int = 20) -> dict[str, Any]:
+        import numpy as np
         from whoosh import sorting
 
         searcher = self.searcher()
@@ -706,17 +707,20 @@ class WhooshIndex:
                     "impact": sorting.FieldFacet("impact", reverse=True)}[sort]
         # The matching documents, as sets of posting lists where the query allows (exact, fast);
         # they give the total and the facets below. Ranked by relevance, the same pass scores them.
-        scored = scored_matches(searcher, query) if sortedby is None else None
+        scored = scored_matches(searcher, query)
         found = scored[0] if scored is not None else match_set(searcher, query)
         nothing = found is not None and not len(found)
         # Whoosh's own walk of an exclusion ("-word", "-component:x") can let excluded documents
         # through once the index has deletions: where Whoosh ranks, it is held to the exact set.
-        allowed = set(found.tolist()) if scored is None and found is not None and _excludes(query) else None
+        allowed = set(found.tolist()) if found is not None and _excludes(query) else None
         page_hits: Any = []
         if not nothing:
-            if scored is not None:  # the same ranking as Whoosh's, from whole posting lists
-                from whoosh.searching import Results
+            from whoosh.searching import Results
 
+            if found is not None and sortedby is not None:  # newest or most hurting first, from the columns
+                scores = scored[1] if scored is not None else np.zeros(len(found))
+                results = Results(searcher, query, top_by_column(searcher, sort, found, scores, page * per_page))
+            elif scored is not None:  # the same ranking as Whoosh's, from whole posting lists
                 results = Results(searcher, query, top_scored(scored[0], scored[1], page * per_page))
             else:  # never with an empty filter (Whoosh reads it as none): "nothing" is handled above
                 results = searcher.search(query, limit=page * per_page, sortedby=sortedby, filter=allowed)
@@ -758,8 +762,8 @@ def match_set(searcher: Any, query: Any) -> Any:
 def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
     """Every document the query matches (document numbers ascending) with its score by the
     searcher's BM25F, as Whoosh's matchers would score it, computed over whole posting lists with
-    numpy instead of one match at a time in Python. Knows what match_set knows except excluded
-    filters ("-component:x") and a query of filters alone, which Whoosh then ranks."""
+    numpy instead of one match at a time in Python. Knows what match_set knows: words, filters,
+    exclusions and date ranges; phrases and prefixes are left to Whoosh."""
     if type(searcher.weighting) not in (BM25F, _Ranking):
         return None
     return _over_segments(searcher, query, scoring=True)
@@ -902,6 +906,44 @@ def top_scored(ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
     return [(float(scores[i]), int(ids[i])) for i in order]
 
 
+def top_by_column(searcher: Any, column: str, ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
+    """The `limit` documents (numbers ascending, with their scores) whose value in this column
+    ("date", "impact") is highest, lower numbers first among equal values: Whoosh's order when
+    it sorts by the column reversed, without walking every match."""
+    import numpy as np
+
+    if not len(ids) or limit < 1:
+        return []
+    values = np.empty(len(ids), dtype=np.int64)
+    for sub, offset in searcher.leaf_searchers():
+        reader = sub.reader()
+        lo, hi = np.searchsorted(ids, [offset, offset + reader.doc_count_all()])
+        if hi > lo:
+            values[lo:hi] = _column_values(reader, column)[ids[lo:hi] - offset]
+    order = np.lexsort((ids, -values))[:limit]
+    return [(float(scores[i]), int(ids[i])) for i in order]
+
+
+# Sort columns of each segment (raw numbers: a date's sortable form), read once per process.
+_segment_columns: dict[tuple[str, str, str], Any] = {}
+
+
+def _column_values(reader: Any, column: str) -> Any:
+    import numpy as np
+
+    key = (*_segment_key(reader), column)
+    values = _segment_columns.get(key)
+    if values is None:
+        size = reader.doc_count_all()
+        values = np.fromiter(reader.column_reader(column, translate=False), dtype=np.int64, count=size) \
+            if reader.has_column(column) else np.zeros(size, dtype=np.int64)
+        with _segment_lock:
+            if len(_segment_columns) > 256:  # segments merged away long ago
+                _segment_columns.clear()
+            _segment_columns[key] = values
+    return values
+
+
 def ranked(searcher: Any, query: Any, limit: int) -> list[tuple[float, int]] | None:
     """The top `limit` of scored_matches(), or None where it does not know the query."""
     found = scored_matches(searcher, query)
@@ -937,16 +979,18 @@ def _evaluate(reader: Any, top: Any, q: Any, scoring: bool) -> tuple[Any, Any] |
             weights = top.idf(q.fieldname, q.text) * (
                 (weights * (k1 + 1)) / (weights + k1 * ((1 - b) + b * lengths / average)))
         return ids, weights * q.boost if q.boost != 1.0 else weights
-    if type(q) in (Every, Not):  # filters: Whoosh's scores for these are not reproduced
-        if scoring:
+    if type(q) is Every:  # Whoosh scores every document with the query's boost
+        if q.fieldname not in (None, "", "*"):
             return None
-        if type(q) is Every:
-            return _live(reader), None
+        everything = _live(reader)
+        return everything, (np.full(len(everything), float(q.boost)) if scoring else None)
+    if type(q) is Not:  # Whoosh's inverse matcher scores each document it lets through 1
         inner = _evaluate(reader, top, q.query, False)
         if inner is None:
             return None
         everything = _live(reader)
-        return everything[_outside(everything, inner[0], reader.doc_count_all())], None
+        kept = everything[_outside(everything, inner[0], reader.doc_count_all())]
+        return kept, (np.ones(len(kept)) if scoring else None)
     if type(q) is AndNot:
         a, b = _evaluate(reader, top, q.a, scoring), _evaluate(reader, top, q.b, False)
         if a is None or b is None:

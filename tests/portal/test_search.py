@@ -280,7 +280,8 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     for text in ("quota", "quota usage", "l3-agent restarts", "floating ceph volumes", "grenade component:nova",
                  "quota -grenade", "cluster list:list-1 kind:thread", "operator", "nosuchword quota",
                  "quota after:2016", "ceph after:2016-03 before:2017", "quota -grenade after:2017",
-                 "zircon basalt", "zircon OR basalt", "zircon OR basalt OR volumes"):
+                 "zircon basalt", "zircon OR basalt", "zircon OR basalt OR volumes",
+                 "quota -component:nova", "-component:nova", "component:nova list:list-1", "", "kind:thread"):
         query = whoosh_query(searcher.schema, parse(text))
         allowed = set(match_set(searcher, query).tolist())
         theirs = [(round(h.score, 9), h.docnum) for h in searcher.search(query, limit=40, filter=allowed or None)]
@@ -288,7 +289,23 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
         assert ours is not None and [(round(score, 9), d) for score, d in ours] == theirs, text
         assert [h["id"] for h in index.search(parse(text), per_page=40)["hits"]] == \
             [int(searcher.stored_fields(d)["id"]) for _, d in ours], text
-    for text in ('"quota usage"', "quot*", "quota -component:nova"):
+    # Sorted by date or impact, from the sort columns: Whoosh's order (newest or highest first,
+    # lower document numbers first among equals), held to the exact set.
+    import numpy as np
+    from whoosh.sorting import FieldFacet
+
+    from portal.search import top_by_column
+
+    for text in ("quota", "quota -grenade", "-component:nova quota", "zircon OR basalt", "", "floating after:2016"):
+        query = whoosh_query(searcher.schema, parse(text))
+        found = match_set(searcher, query)
+        allowed = set(found.tolist())
+        for column in ("date", "impact"):
+            theirs = [h.docnum for h in searcher.search(query, limit=40, filter=allowed,
+                                                         sortedby=FieldFacet(column, reverse=True))]
+            ours = [d for _, d in top_by_column(searcher, column, found, np.zeros(len(found)), 40)]
+            assert ours == theirs and len(ours) == min(40, len(found)), (text, column)
+    for text in ('"quota usage"', "quot*"):
         assert ranked(searcher, whoosh_query(searcher.schema, parse(text)), 20) is None, text
     assert 0 < len(cases["floating after:2014-02-01 before:2014-03-01"]) < len(cases["quota before:2015-06"])
     for text in ('"quota usage"', "quot*"):
