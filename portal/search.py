@@ -306,11 +306,34 @@ def _field_lengths(reader: Any, fieldname: str) -> array[int]:
     key = (*_segment_key(reader), fieldname)
     lengths = _segment_lengths.get(key)
     if lengths is None:
-        lengths = array("q", (reader.doc_field_length(i, fieldname, 1) for i in range(reader.doc_count_all())))
+        lengths = _read_lengths(reader, fieldname)
         with _segment_lock:
             if len(_segment_lengths) > 256:  # segments merged away long ago
                 _segment_lengths.clear()
             _segment_lengths[key] = lengths
+    return lengths
+
+
+def _read_lengths(reader: Any, fieldname: str) -> array[int]:
+    """Every document's length in the field, as Whoosh's doc_field_length gives it (1 for a
+    document without the field, which never matches a word of it), read from the segment's length
+    column in one piece (a call per document cost 2 s at 1M messages)."""
+    import numpy as np
+    from whoosh.codec.whoosh3 import LENGTHS_COLUMN, _lenfield
+    from whoosh.util.numeric import byte_to_length
+
+    size = reader.doc_count_all()
+    out = np.ones(size, dtype=np.int64)
+    try:
+        column = reader._perdoc._cached_reader(_lenfield(fieldname), LENGTHS_COLUMN)
+        if column is not None:
+            stored = np.frombuffer(column._dbfile.get(column._basepos, column._count), dtype=np.uint8)[:size]
+            table = np.array([byte_to_length(b) if b else 1 for b in range(256)], dtype=np.int64)
+            out[:len(stored)] = table[stored]
+    except AttributeError:  # a reader of another kind: one document at a time
+        out = np.array([reader.doc_field_length(i, fieldname, 1) or 1 for i in range(size)], dtype=np.int64)
+    lengths = array("q")
+    lengths.frombytes(out.tobytes())
     return lengths
 
 
@@ -328,13 +351,16 @@ class _Ranking(BM25F):  # type: ignore[misc]
 
 
 # Posting arrays beside each segment ("<segment>.eps"): every term's document numbers (uint32)
-# and weights (float32, left out when all are 1), contiguous, then a pickled table
-# {(field, term bytes): (offset, count, has weights)}, then the trailer. Whoosh keeps postings
-# in pickled, compressed blocks of 128; reading a common word's 500,000 postings that way cost
-# two thirds of a query at 1M messages, reading them from a memory map costs almost nothing.
+# and weights (float32, left out when all are 1), contiguous; then one pickled table per field
+# {term bytes: (offset, count, has weights)}, loaded when a query first needs that field; then a
+# pickled directory {field: (offset, length)} and the trailer. Whoosh keeps postings in pickled,
+# compressed blocks of 128; reading a common word's 500,000 postings that way cost two thirds of
+# a query at 1M messages, reading them from a memory map costs almost nothing.
 SIDE_EXT = ".eps"
-_SIDE_MAGIC = b"EPS1" + sys.byteorder[0].encode()  # arrays are in this machine's byte order
+_SIDE_MAGIC = b"EPS2" + sys.byteorder[0].encode()  # arrays are in this machine's byte order
 _SIDE_TRAILER = struct.Struct("<Q5s")
+# Fields only ever looked up one document at a time (by Whoosh): no arrays.
+_SIDE_SKIPPED = frozenset({"key", "id"})
 
 
 class _SidePostingsWriter(W3PostingsWriter):  # type: ignore[misc]
@@ -366,22 +392,28 @@ class _SideFieldWriter(W3FieldWriter):  # type: ignore[misc]
         super().__init__(codec, storage, segment)
         self._side = self._create_file(SIDE_EXT)
         self._side_offset = 0
-        self._side_terms: dict[tuple[str, bytes], tuple[int, int, bool]] = {}
+        self._side_terms: dict[str, dict[bytes, tuple[int, int, bool]]] = {}
 
     def finish_term(self) -> None:
         postings = self._postwriter
         super().finish_term()
         ids, weights = postings.side_ids, postings.side_weights
-        if ids:
+        if ids and self._fieldname not in _SIDE_SKIPPED:
             weighted = weights.count(1.0) != len(weights)
             chunk = ids.tobytes() + (weights.tobytes() if weighted else b"")
             self._side.write(chunk)
-            self._side_terms[(self._fieldname, self._btext)] = (self._side_offset, len(ids), weighted)
+            self._side_terms.setdefault(self._fieldname, {})[self._btext] = (self._side_offset, len(ids), weighted)
             self._side_offset += len(chunk)
         postings.side_ids, postings.side_weights = array("I"), array("f")
 
     def close(self) -> None:
-        self._side.write(pickle.dumps(self._side_terms, protocol=pickle.HIGHEST_PROTOCOL))
+        directory = {}
+        for fieldname, terms in self._side_terms.items():
+            table = pickle.dumps(terms, protocol=pickle.HIGHEST_PROTOCOL)
+            directory[fieldname] = (self._side_offset, len(table))
+            self._side.write(table)
+            self._side_offset += len(table)
+        self._side.write(pickle.dumps(directory, protocol=pickle.HIGHEST_PROTOCOL))
         self._side.write(_SIDE_TRAILER.pack(self._side_offset, _SIDE_MAGIC))
         self._side.close()
         super().close()
@@ -414,17 +446,25 @@ class _SidePostings:
             self.map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         self.base = base
         end = base + (len(self.map) - base if length is None else length) - _SIDE_TRAILER.size
-        table_at, magic = _SIDE_TRAILER.unpack_from(self.map, end)
+        directory_at, magic = _SIDE_TRAILER.unpack_from(self.map, end)
         if magic != _SIDE_MAGIC:
-            raise ValueError(f"{path}: not posting arrays written on this kind of machine")
+            raise ValueError(f"{path}: not posting arrays of this version written on this kind of machine")
         # Written by Earshot into its own index folder, whose Whoosh files are pickles too.
-        self.terms: dict[tuple[str, bytes], tuple[int, int, bool]] = pickle.loads(  # noqa: S301
-            self.map[base + table_at:end])
+        self.directory: dict[str, tuple[int, int]] = pickle.loads(self.map[base + directory_at:end])  # noqa: S301
+        self.tables: dict[str, dict[bytes, tuple[int, int, bool]]] = {}
+
+    def has_field(self, fieldname: str) -> bool:
+        return fieldname in self.directory
 
     def get(self, fieldname: str, btext: bytes, *, weights: bool) -> tuple[Any, Any] | None:
+        """The term's documents and weights (None when the field has no such term)."""
         import numpy as np
 
-        entry = self.terms.get((fieldname, btext))
+        table = self.tables.get(fieldname)
+        if table is None:  # (two threads may both read it: the same table either way)
+            at, size = self.directory[fieldname]
+            table = self.tables[fieldname] = pickle.loads(self.map[self.base + at:self.base + at + size])  # noqa: S301
+        entry = table.get(btext)
         if entry is None:
             return None
         at, count, weighted = entry
@@ -830,7 +870,7 @@ def _postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple
     import numpy as np
 
     side = _side_postings(reader)
-    if side is None:
+    if side is None or not side.has_field(fieldname):  # (a field without arrays, or without terms)
         return _block_postings(reader, fieldname, text, weights=weights)
     btext = text if isinstance(text, bytes) else reader.schema[fieldname].to_bytes(text)
     found = side.get(fieldname, btext, weights=weights)

@@ -342,14 +342,21 @@ def test_posting_arrays_beside_each_segment_equal_whooshs_blocks(tmp_path):
     assert len(readers) > 1 and all(s._side_postings(r) is not None for r in readers)
     checked = 0
     for reader in readers:
-        for fieldname in ("title", "text", "components", "list", "kind", "date", "role", "spell"):
+        assert "text" in s._side_postings(reader).directory and "key" not in s._side_postings(reader).directory
+        for fieldname in ("title", "text", "components", "list", "kind", "date", "role", "spell", "key"):
             for btext in reader.lexicon(fieldname):
                 ours = s._postings(reader, fieldname, btext, weights=True)
                 theirs = s._block_postings(reader, fieldname, btext, weights=True)
                 assert ours[0].tolist() == theirs[0].tolist() and ours[1].tolist() == theirs[1].tolist()
                 checked += 1
     assert checked > 500
-    weighted = [r for r in readers if any(w for _, _, w in s._side_postings(r).terms.values())]
+    for reader in readers:  # field lengths read in one piece: what Whoosh gives document by document
+        for fieldname in ("title", "text"):
+            whole = s._read_lengths(reader, fieldname)
+            assert len(whole) == reader.doc_count_all()
+            assert all(whole[i] == (reader.doc_field_length(i, fieldname) or 1) for i in range(len(whole)))
+    weighted = [r for r in readers if any(w for table in s._side_postings(r).tables.values()
+                                          for _, _, w in table.values())]
     assert weighted, "no term with a weight other than 1: the weights were never compared"
     # An index written by Whoosh's own codec into one compound file per segment: no arrays.
     (tmp_path / "plain").mkdir()
