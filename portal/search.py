@@ -996,7 +996,7 @@ def _evaluate(reader: Any, top: Any, q: Any, scoring: bool) -> tuple[Any, Any] |
     constant 1, sums over unions and intersections, the included side of an exclusion. None for
     a query this does not know."""
     import numpy as np
-    from whoosh.query import And, AndNot, Every, Not, NullQuery, Or, Term
+    from whoosh.query import And, AndNot, Every, Not, NullQuery, Or, Prefix, Term, Wildcard
 
     if q is NullQuery:
         return np.zeros(0, dtype=np.int64), (np.zeros(0) if scoring else None)
@@ -1005,6 +1005,15 @@ def _evaluate(reader: Any, top: Any, q: Any, scoring: bool) -> tuple[Any, Any] |
     dates = _date_terms(reader, q)
     if dates is not None:  # Whoosh scores a date range as a constant 1 (its boost)
         found = _evaluate(reader, top, dates, False)
+        return None if found is None else (found[0], np.ones(len(found[0])) if scoring else None)
+    if isinstance(q, (Prefix, Wildcard)):  # the words of the index it stands for, in this segment
+        words = [Term(q.fieldname, w) for w in q._btexts(reader) if w]
+        if len(words) == 1:  # Whoosh matches a lone word as itself (its BM25F, the query's boost left out)
+            return _evaluate(reader, top, words[0], scoring)
+        if scoring and q.boost != 1.0:
+            return None
+        found = _evaluate(reader, top, Or(words), False)
+        # Several words: Whoosh matches them without a weighting, which scores each document 1.
         return None if found is None else (found[0], np.ones(len(found[0])) if scoring else None)
     if type(q) is Term:
         ids, weights = _postings(reader, q.fieldname, q.text, weights=scoring)
