@@ -125,9 +125,9 @@ def thread_documents(session: Session, thread_ids: list[int] | None = None) -> I
     ids = list(session.execute(select(Thread.id).order_by(Thread.id)).scalars()) if thread_ids is None \
         else sorted(set(thread_ids))  # read 500 at a time below, whatever their number
     for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
-        threads = {t.id: (t, name) for t, name in session.execute(
-            select(Thread, MailingList.name).join(MailingList, MailingList.id == Thread.list_id)
-            .where(Thread.id.in_(chunk)))}
+        threads = {row.id: row for row in session.execute(  # columns, not ORM objects: a third of reading
+            select(Thread.id, Thread.subject, Thread.first_date, Thread.last_date, MailingList.name)
+            .join(MailingList, MailingList.id == Thread.list_id).where(Thread.id.in_(chunk)))}
         texts: dict[int, list[str]] = {}
         authors: dict[int, set[str]] = {}
         roles: dict[int, set[str]] = {}
@@ -153,7 +153,8 @@ def thread_documents(session: Session, thread_ids: list[int] | None = None) -> I
         for tid in chunk:
             if tid not in threads:
                 continue
-            thread, list_name = threads[tid]
+            thread = threads[tid]
+            list_name = thread.name
             kind, ident = ("report", reports[tid]) if tid in reports else ("thread", tid)
             yield {"key": f"{kind}:{ident}", "kind": kind, "id": str(ident), "title": thread.subject or "",
                    "text": "\n".join(texts.get(tid, [])), "author": " ".join(sorted(authors.get(tid, set()))),
