@@ -751,9 +751,8 @@ class WhooshIndex:
         scored = scored_matches(searcher, query)
         found = scored[0] if scored is not None else match_set(searcher, query)
         nothing = found is not None and not len(found)
-        # Whoosh's own walk of an exclusion ("-word", "-component:x") can let excluded documents
-        # through once the index has deletions: where Whoosh ranks, it is held to the exact set.
-        allowed = set(found.tolist()) if found is not None and _excludes(query) else None
+        # A query Whoosh walks (a phrase) with exclusions: the excluded documents, found apart.
+        excluded = _excluded_docs(searcher, query) if found is None else None
         page_hits: Any = []
         if not nothing:
             from whoosh.searching import Results
@@ -764,7 +763,11 @@ class WhooshIndex:
             elif scored is not None:  # the same ranking as Whoosh's, from whole posting lists
                 results = Results(searcher, query, top_scored(scored[0], scored[1], page * per_page))
             else:  # never with an empty filter (Whoosh reads it as none): "nothing" is handled above
-                results = searcher.search(query, limit=page * per_page, sortedby=sortedby, filter=allowed)
+                # Whoosh's own walk of an exclusion ("-word", "-component:x") can let excluded
+                # documents through once the index has deletions: it is held to the exact set.
+                allowed = set(found.tolist()) if found is not None and _excludes(query) else None
+                results = searcher.search(query, limit=page * per_page, sortedby=sortedby, filter=allowed,
+                                          mask=excluded)
             results.fragmenter.charlimit = 8000  # snippets come from the start of long threads
             results.formatter = MarkFormatter()
             page_hits = results[(page - 1) * per_page:page * per_page]
@@ -781,7 +784,8 @@ class WhooshIndex:
             hits.append(meta)
         # Queries the sets do not know are walked in Whoosh, where past COUNT_CAP matches the
         # total and facets are estimates (the ranking of the top hits is exact either way).
-        matching = found if found is not None else list(islice(searcher.docs_for_query(query), COUNT_CAP + 1))
+        matching = found if found is not None else list(islice(
+            (d for d in searcher.docs_for_query(query) if not excluded or d not in excluded), COUNT_CAP + 1))
         estimated = found is None and len(matching) > COUNT_CAP
         total = int(results.estimated_length()) if estimated else len(matching)
         counts = facet_counts(searcher, matching[:COUNT_CAP] if estimated else matching)
@@ -794,8 +798,8 @@ def match_set(searcher: Any, query: Any) -> Any:
     """Every document the query matches (numpy array of document numbers, ascending), computed
     from whole posting lists with set operations instead of Whoosh's walk over one match at a
     time (which cost a third of a query on common words). Knows words, their unions,
-    intersections and exclusions, the filters' terms and date ranges; None for anything else
-    (phrases, prefixes), which Whoosh then walks."""
+    intersections and exclusions, the filters' terms, date ranges, prefixes and wildcards; None
+    for anything else (phrases), which Whoosh then walks."""
     found = _over_segments(searcher, query, scoring=False)
     return None if found is None else found[0]
 
@@ -826,6 +830,31 @@ def _over_segments(searcher: Any, query: Any, *, scoring: bool) -> tuple[Any, An
     if not ids_parts:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     return np.concatenate(ids_parts), (np.concatenate(score_parts) if scoring else None)
+
+
+def _excluded_docs(searcher: Any, query: Any) -> set[int] | None:
+    """The documents a query's exclusions rule out everywhere in it (the negative parts of its
+    top-level intersections), or None without any."""
+    from whoosh.query import And, AndNot, Not
+
+    def negatives(q: Any) -> list[Any]:
+        if type(q) is AndNot:
+            return [q.b, *negatives(q.a)]
+        if type(q) is And:
+            out = []
+            for c in q.subqueries:
+                out.extend([c.query] if isinstance(c, Not) else negatives(c))
+            return out
+        return []
+
+    parts = negatives(query)
+    if not parts:
+        return None
+    out: set[int] = set()
+    for part in parts:
+        found = match_set(searcher, part)
+        out.update(found.tolist() if found is not None else searcher.docs_for_query(part))
+    return out
 
 
 def _excludes(q: Any) -> bool:

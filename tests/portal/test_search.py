@@ -312,6 +312,11 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     for text in ('"quota usage"',):
         assert match_set(searcher, whoosh_query(searcher.schema, parse(text))) is None, text
         assert index.search(parse(text))["total"] == len(walk(text)) > 0
+    # A phrase with an exclusion is Whoosh's to walk: the hits still leave out every excluded one.
+    expected = walk('"quota usage"') - walk("grenade")
+    hits = index.search(parse('"quota usage" -grenade'), per_page=2000)["hits"]
+    assert 0 < len(hits) < len(walk('"quota usage"'))
+    assert sorted(int(searcher.document_number(key=f"thread:{h['id']}")) for h in hits) == sorted(expected)
 
 
 def test_index_processes_are_checked_when_the_app_starts(tmp_path):
