@@ -977,9 +977,10 @@ def top_scored(ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
 
 
 def top_by_column(searcher: Any, column: str, ids: Any, scores: Any, limit: int) -> list[tuple[float, int]]:
-    """The `limit` documents (numbers ascending, with their scores) whose value in this column
-    ("date", "impact") is highest, lower numbers first among equal values: Whoosh's order when
-    it sorts by the column reversed, without walking every match."""
+    """The `limit` documents (with their scores) whose value in this column ("date", "impact") is
+    highest, lower numbers first among equal values: Whoosh's order when it sorts by the column
+    reversed, without walking every match; except that documents without a date come last (Whoosh
+    put them first)."""
     import numpy as np
 
     if not len(ids) or limit < 1:
@@ -990,7 +991,7 @@ def top_by_column(searcher: Any, column: str, ids: Any, scores: Any, limit: int)
         lo, hi = np.searchsorted(ids, [offset, offset + reader.doc_count_all()])
         if hi > lo:
             values[lo:hi] = _column_values(reader, column)[ids[lo:hi] - offset]
-    order = np.lexsort((ids, -values))[:limit]
+    order = np.lexsort((ids, ~values))[:limit]  # (~v orders as -v does, without overflowing)
     return [(float(scores[i]), int(ids[i])) for i in order]
 
 
@@ -1005,8 +1006,17 @@ def _column_values(reader: Any, column: str) -> Any:
     values = _segment_columns.get(key)
     if values is None:
         size = reader.doc_count_all()
-        values = np.fromiter(reader.column_reader(column, translate=False), dtype=np.int64, count=size) \
-            if reader.has_column(column) else np.zeros(size, dtype=np.int64)
+        values = np.zeros(size, dtype=np.int64)
+        if reader.has_column(column):
+            kind = reader.schema[column].column_type
+            raw = reader.column_reader(column, translate=False)
+            if getattr(kind, "_typecode", "q").isupper():  # unsigned (a date's sortable form)
+                unsigned = np.fromiter(raw, dtype=np.uint64, count=size)
+                missing = unsigned == getattr(kind, "_default", None)  # no date: last, not first
+                values = unsigned.astype(np.int64)
+                values[missing] = np.iinfo(np.int64).min
+            else:
+                values = np.fromiter(raw, dtype=np.int64, count=size)
         with _segment_lock:
             if len(_segment_columns) > 256:  # segments merged away long ago
                 _segment_columns.clear()
