@@ -225,7 +225,7 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     the excluded part otherwise (Whoosh's walk of an exclusion lets excluded documents through
     once a segment has deletions, so the ranking is held to the exact set). Queries the sets do not
     know (phrases, prefixes, dates) are left to Whoosh."""
-    from portal.search import BULK_FROM, WhooshIndex, match_set, whoosh_query
+    from portal.search import BULK_FROM, WhooshIndex, match_set, scored_matches, whoosh_query
 
     n = BULK_FROM + 200
     index = WhooshIndex(tmp_path / "ix", procs=2)
@@ -306,12 +306,27 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
                                                          sortedby=FieldFacet(column, reverse=True))]
             ours = [d for _, d in top_by_column(searcher, column, found, np.zeros(len(found)), 40)]
             assert ours == theirs and len(ours) == min(40, len(found)), (text, column)
-    for text in ('"quota usage"', '"quota usage" ceph'):
+    for text in ('"quota usage"', '"quota usage" grenade'):
         assert ranked(searcher, whoosh_query(searcher.schema, parse(text)), 20) is None, text
     assert 0 < len(cases["floating after:2014-02-01 before:2014-03-01"]) < len(cases["quota before:2015-06"])
     for text in ('"quota usage"',):
         assert match_set(searcher, whoosh_query(searcher.schema, parse(text))) is None, text
         assert index.search(parse(text))["total"] == len(walk(text)) > 0
+    # A phrase's documents come from Whoosh's walk, ranked by its words' BM25F from the arrays: the
+    # same documents, best words first. Inside an exclusion the words would exclude too much, so
+    # Whoosh ranks it, and the set is still exact.
+    from portal.search import _phrases_ranked
+
+    phrase = whoosh_query(searcher.schema, parse('"quota usage" grenade'))
+    ids, scores = _phrases_ranked(searcher, phrase, None)
+    assert sorted(ids.tolist()) == sorted(walk('"quota usage" grenade')) and len(ids) > 0
+    words = dict(zip(*scored_matches(searcher, whoosh_query(searcher.schema, parse("quota usage grenade")))))
+    assert [round(words[d], 9) for d in ids.tolist()] == [round(x, 9) for x in scores.tolist()]
+    hits = index.search(parse('"quota usage" grenade'), per_page=2000)["hits"]
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    # No document says "usage quota", but its words are in every document with "drifts".
+    assert _phrases_ranked(searcher, whoosh_query(searcher.schema, parse('drifts -"usage quota"')), None) is None
+    assert index.search(parse('drifts -"usage quota"'))["total"] == len(walk("drifts")) > 0
     # A phrase with an exclusion is Whoosh's to walk: the hits still leave out every excluded one.
     expected = walk('"quota usage"') - walk("grenade")
     hits = index.search(parse('"quota usage" -grenade'), per_page=2000)["hits"]
