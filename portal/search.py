@@ -18,6 +18,7 @@ commits, by one writer at a time, and rebuilt beside the old one and swapped in 
 
 from __future__ import annotations
 
+import logging
 import mmap
 import multiprocessing
 import pickle
@@ -43,6 +44,8 @@ from whoosh.codec.whoosh3 import W3Codec, W3FieldWriter, W3PostingsWriter
 from whoosh.highlight import Formatter, get_text, htmlescape
 from whoosh.multiproc import MpWriter, SubWriterTask
 from whoosh.scoring import BM25F, BM25FScorer
+
+log = logging.getLogger(__name__)
 
 FILTER_KEYS = ("component", "list", "from", "status", "ref", "kind", "after", "before")
 _FILTER_RE = re.compile(r'(?<!\S)(-?)(' + "|".join(FILTER_KEYS) + r'):("([^"]*)"|\S+)', re.I)
@@ -297,22 +300,48 @@ class IndexWriteError(RuntimeError):
     live generation; an update stands as far as it got (`flask index rebuild` completes it)."""
 
 
-# Field lengths of each segment's documents, read once per process: a segment's lengths never
-# change (deletions only hide documents), so fresh searchers after an update reuse them.
-_segment_lengths: dict[tuple[str, str, str], array[int]] = {}
-_segment_lock = threading.Lock()  # guards the per-segment caches below
+# What is read once per segment and process: posting arrays, field lengths, sort columns, facet
+# tables, by (index folder, segment id, what). A segment never changes (deletions only hide
+# documents), so the fresh searchers that follow an update reuse all of it; the searcher drops
+# what belongs to segments that are gone (forget_segments).
+_per_segment: dict[tuple[str, str, str], Any] = {}
+_segment_lock = threading.Lock()  # guards _per_segment and _live_masks
+
+
+def _segment_key(reader: Any) -> tuple[str, str]:
+    """(index folder, segment id) of a segment reader. A segment assembled into one file is read
+    through an overlay of that file on the folder."""
+    storage = reader.storage()
+    folder = getattr(getattr(storage, "b", storage), "folder", "")
+    return str(folder), reader.segment().segment_id()
+
+
+def _segment_cached(reader: Any, what: str, build: Any) -> Any:
+    """`build()` for this segment, made once per process and kept in _per_segment."""
+    key = (*_segment_key(reader), what)
+    try:
+        return _per_segment[key]
+    except KeyError:
+        pass
+    value = build()
+    with _segment_lock:
+        if len(_per_segment) > 1024:  # (forget_segments keeps it small; this is a backstop)
+            _per_segment.clear()
+        _per_segment[key] = value
+    return value
+
+
+def forget_segments(root: Path, current: Path, live: set[str]) -> None:
+    """Drop what _per_segment holds for segments under this index folder that are no longer read
+    (merged away, or in a generation a rebuild replaced), releasing their memory maps."""
+    keep = str(current)
+    with _segment_lock:
+        for key in [k for k in _per_segment if Path(k[0]).parent == root and (k[0] != keep or k[1] not in live)]:
+            del _per_segment[key]
 
 
 def _field_lengths(reader: Any, fieldname: str) -> array[int]:
-    key = (*_segment_key(reader), fieldname)
-    lengths = _segment_lengths.get(key)
-    if lengths is None:
-        lengths = _read_lengths(reader, fieldname)
-        with _segment_lock:
-            if len(_segment_lengths) > 256:  # segments merged away long ago
-                _segment_lengths.clear()
-            _segment_lengths[key] = lengths
-    return lengths
+    return _segment_cached(reader, f"lengths:{fieldname}", lambda: _read_lengths(reader, fieldname))  # type: ignore[no-any-return]
 
 
 def _read_lengths(reader: Any, fieldname: str) -> array[int]:
@@ -480,51 +509,34 @@ class _SidePostings:
         return ids, found
 
 
-_segment_sides: dict[tuple[str, str], _SidePostings | None] = {}
-
-
-def _segment_key(reader: Any) -> tuple[str, str]:
-    """(index folder, segment id) of a segment reader, for the per-segment caches. A segment
-    assembled into one file is read through an overlay of that file on the folder."""
-    storage = reader.storage()
-    folder = getattr(getattr(storage, "b", storage), "folder", "")
-    return str(folder), reader.segment().segment_id()
-
-
 def _side_postings(reader: Any) -> _SidePostings | None:
     """The segment's posting arrays, or None for a segment written without them."""
+    return _segment_cached(reader, "postings", lambda: _open_side_postings(reader))  # type: ignore[no-any-return]
+
+
+def _open_side_postings(reader: Any) -> _SidePostings | None:
     from whoosh.filedb.compound import CompoundStorage
 
-    key = _segment_key(reader)
-    if key in _segment_sides:
-        return _segment_sides[key]
+    folder = _segment_key(reader)[0]
     storage, segment = reader.storage(), reader.segment()
     name = segment.make_filename(SIDE_EXT)
-    compound = getattr(storage, "a", None)
-    side = None
+    compound = getattr(storage, "a", None)  # (a segment assembled into one file holds it)
+    if isinstance(compound, CompoundStorage):
+        if not compound.file_exists(name):
+            return None
+        path, (base, length) = Path(folder) / segment.make_filename(segment.COMPOUND_EXT), compound.range(name)
+    elif folder and (Path(folder) / name).exists():
+        path, base, length = Path(folder) / name, 0, None
+    else:
+        return None
     try:
-        if isinstance(compound, CompoundStorage):
-            if compound.file_exists(name):
-                base, length = compound.range(name)
-                side = _SidePostings(Path(key[0]) / segment.make_filename(segment.COMPOUND_EXT), base, length)
-        elif key[0] and (Path(key[0]) / name).exists():
-            side = _SidePostings(Path(key[0]) / name)
-    except (OSError, ValueError, struct.error, pickle.UnpicklingError, EOFError):
-        side = None  # Whoosh's own blocks still answer
-    with _segment_lock:
-        _segment_sides[key] = side
-    return side
-
-
-def forget_segments(root: Path, current: Path, live: set[str]) -> None:
-    """Drop what the per-segment caches hold for segments under this index folder that are no
-    longer read (merged away, or in a generation a rebuild replaced), releasing memory maps."""
-    keep = str(current)
-    with _segment_lock:
-        for cache in (_segment_sides, _facet_tables, _segment_lengths, _segment_columns):
-            gone = [k for k in cache if Path(k[0]).parent == root and (k[0] != keep or k[1] not in live)]
-            for key in gone:
-                del cache[key]  # type: ignore[attr-defined]
+        return _SidePostings(path, base, length)
+    except (OSError, ValueError, struct.error, pickle.UnpicklingError, EOFError) as exc:
+        # Whoosh's own blocks still answer, more slowly; the operator is told where and how to mend it.
+        log.warning("%s: the posting arrays %s (at byte %d) are unreadable (%s: %s); searching that segment "
+                    "through Whoosh's blocks until `flask index rebuild`", path, name, base,
+                    exc.__class__.__name__, exc)
+        return None
 
 
 class _WriterTask(SubWriterTask):  # type: ignore[misc]
@@ -1025,31 +1037,24 @@ def top_by_column(searcher: Any, column: str, ids: Any, scores: Any, limit: int)
 
 
 # Sort columns of each segment (raw numbers: a date's sortable form), read once per process.
-_segment_columns: dict[tuple[str, str, str], Any] = {}
-
-
 def _column_values(reader: Any, column: str) -> Any:
+    """A sort column's raw numbers for every document of the segment (a missing date lowest)."""
+    return _segment_cached(reader, f"column:{column}", lambda: _read_column(reader, column))
+
+
+def _read_column(reader: Any, column: str) -> Any:
     import numpy as np
 
-    key = (*_segment_key(reader), column)
-    values = _segment_columns.get(key)
-    if values is None:
-        size = reader.doc_count_all()
-        values = np.zeros(size, dtype=np.int64)
-        if reader.has_column(column):
-            kind = reader.schema[column].column_type
-            raw = reader.column_reader(column, translate=False)
-            if getattr(kind, "_typecode", "q").isupper():  # unsigned (a date's sortable form)
-                unsigned = np.fromiter(raw, dtype=np.uint64, count=size)
-                missing = unsigned == getattr(kind, "_default", None)  # no date: last, not first
-                values = unsigned.astype(np.int64)
-                values[missing] = np.iinfo(np.int64).min
-            else:
-                values = np.fromiter(raw, dtype=np.int64, count=size)
-        with _segment_lock:
-            if len(_segment_columns) > 256:  # segments merged away long ago
-                _segment_columns.clear()
-            _segment_columns[key] = values
+    size = reader.doc_count_all()
+    if not reader.has_column(column):
+        return np.zeros(size, dtype=np.int64)
+    kind = reader.schema[column].column_type
+    raw = reader.column_reader(column, translate=False)
+    if not getattr(kind, "_typecode", "q").isupper():
+        return np.fromiter(raw, dtype=np.int64, count=size)
+    unsigned = np.fromiter(raw, dtype=np.uint64, count=size)  # a date's sortable form
+    values = unsigned.astype(np.int64)
+    values[unsigned == getattr(kind, "_default", None)] = np.iinfo(np.int64).min  # no date: last, not first
     return values
 
 
@@ -1238,7 +1243,6 @@ class FacetTable:
                 out[name][names[i]] = out[name].get(names[i], 0) + int(sums[i])
 
 
-_facet_tables: dict[tuple[str, str], FacetTable] = {}
 # Each thread keeps its own searchers (a Whoosh searcher is not to be shared between threads).
 _searchers = threading.local()
 
@@ -1258,15 +1262,7 @@ def facet_counts(searcher: Any, docnums: Any) -> dict[str, dict[str, int]]:
 
 
 def _segment_facets(reader: Any) -> FacetTable:
-    key = _segment_key(reader)
-    table = _facet_tables.get(key)
-    if table is None:
-        table = FacetTable(reader)
-        with _segment_lock:
-            if len(_facet_tables) > 256:  # segments merged away long ago
-                _facet_tables.clear()
-            _facet_tables[key] = table
-    return table
+    return _segment_cached(reader, "facets", lambda: FacetTable(reader))  # type: ignore[no-any-return]
 
 
 def did_you_mean(searcher: Any, words: str) -> str | None:
