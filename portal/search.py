@@ -762,10 +762,12 @@ class WhooshIndex:
         # they give the total and the facets below. Ranked by relevance, the same pass scores them.
         scored = scored_matches(searcher, query)
         found = scored[0] if scored is not None else match_set(searcher, query)
-        # A query Whoosh walks (a phrase) with exclusions: the excluded documents, found apart.
-        excluded = _excluded_docs(searcher, query) if found is None else None
-        if found is None:
-            scored = _phrases_ranked(searcher, query, excluded)
+        excluded = walked = None
+        if found is None:  # a phrase: Whoosh finds its documents, once (up to COUNT_CAP + 1)
+            excluded = _excluded_docs(searcher, query)  # (Whoosh's walk may let them through)
+            walked = list(islice((d for d in searcher.docs_for_query(query) if not excluded or d not in excluded),
+                                 COUNT_CAP + 1))
+            scored = _phrases_ranked(searcher, query, walked)
             found = scored[0] if scored is not None else None
         nothing = found is not None and not len(found)
         page_hits: Any = []
@@ -797,10 +799,9 @@ class WhooshIndex:
                     "date": hit["date"].isoformat() + "Z" if hit.get("date") else None,
                     "score": round(float(hit.score or 0.0), 4)}
             hits.append(meta)
-        # Queries the sets do not know are walked in Whoosh, where past COUNT_CAP matches the
-        # total and facets are estimates (the ranking of the top hits is exact either way).
-        matching = found if found is not None else list(islice(
-            (d for d in searcher.docs_for_query(query) if not excluded or d not in excluded), COUNT_CAP + 1))
+        # Past COUNT_CAP documents of Whoosh's walk, the total and facets are estimates (the
+        # ranking of the top hits is exact either way).
+        matching = found if found is not None else walked
         estimated = found is None and len(matching) > COUNT_CAP
         total = int(results.estimated_length()) if estimated else len(matching)
         counts = facet_counts(searcher, matching[:COUNT_CAP] if estimated else matching)
@@ -823,7 +824,7 @@ def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
     """Every document the query matches (document numbers ascending) with its score by the
     searcher's BM25F, as Whoosh's matchers would score it, computed over whole posting lists with
     numpy instead of one match at a time in Python. Knows what match_set knows: words, filters,
-    exclusions and date ranges; phrases and prefixes are left to Whoosh."""
+    exclusions, date ranges, prefixes; phrases are left to Whoosh."""
     if type(searcher.weighting) not in (BM25F, _Ranking):
         return None
     return _over_segments(searcher, query, scoring=True)
@@ -847,10 +848,10 @@ def _over_segments(searcher: Any, query: Any, *, scoring: bool) -> tuple[Any, An
     return np.concatenate(ids_parts), (np.concatenate(score_parts) if scoring else None)
 
 
-def _phrases_ranked(searcher: Any, query: Any, excluded: set[int] | None) -> tuple[Any, Any] | None:
-    """A query with phrases: its documents from Whoosh's walk without scoring (the positions are
-    only in Whoosh's blocks), ranked by the BM25F of the same query with each phrase read as its
-    words (posting arrays), which halves a phrase's time at 1M messages. None where the words'
+def _phrases_ranked(searcher: Any, query: Any, walked: list[int]) -> tuple[Any, Any] | None:
+    """A query with phrases, whose documents Whoosh's walk without scoring found (the positions
+    are only in Whoosh's blocks), ranked by the BM25F of the same query with each phrase read as
+    its words (posting arrays), which halves a phrase's time at 1M messages. None where the words'
     query does not hold every match (a phrase inside an exclusion) or past COUNT_CAP matches."""
     import numpy as np
     from whoosh.query import And, Phrase, Term
@@ -860,11 +861,10 @@ def _phrases_ranked(searcher: Any, query: Any, excluded: set[int] | None) -> tup
             return And([Term(q.fieldname, w) for w in q.words], boost=q.boost)
         return q.apply(relaxed)
 
+    if len(walked) > COUNT_CAP:
+        return None
     words = scored_matches(searcher, relaxed(query))
     if words is None:
-        return None
-    walked = [d for d in islice(searcher.docs_for_query(query), COUNT_CAP + 1) if not excluded or d not in excluded]
-    if len(walked) > COUNT_CAP:
         return None
     exact = np.unique(np.asarray(walked, dtype=np.int64))
     keep = np.isin(words[0], exact, assume_unique=True)

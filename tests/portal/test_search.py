@@ -318,14 +318,15 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     from portal.search import _phrases_ranked
 
     phrase = whoosh_query(searcher.schema, parse('"quota usage" grenade'))
-    ids, scores = _phrases_ranked(searcher, phrase, None)
+    ids, scores = _phrases_ranked(searcher, phrase, list(searcher.docs_for_query(phrase)))
     assert sorted(ids.tolist()) == sorted(walk('"quota usage" grenade')) and len(ids) > 0
     words = dict(zip(*scored_matches(searcher, whoosh_query(searcher.schema, parse("quota usage grenade")))))
     assert [round(words[d], 9) for d in ids.tolist()] == [round(x, 9) for x in scores.tolist()]
     hits = index.search(parse('"quota usage" grenade'), per_page=2000)["hits"]
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     # No document says "usage quota", but its words are in every document with "drifts".
-    assert _phrases_ranked(searcher, whoosh_query(searcher.schema, parse('drifts -"usage quota"')), None) is None
+    relaxing = whoosh_query(searcher.schema, parse('drifts -"usage quota"'))
+    assert _phrases_ranked(searcher, relaxing, list(searcher.docs_for_query(relaxing))) is None
     assert index.search(parse('drifts -"usage quota"'))["total"] == len(walk("drifts")) > 0
     # A phrase with an exclusion is Whoosh's to walk: the hits still leave out every excluded one.
     expected = walk('"quota usage"') - walk("grenade")
