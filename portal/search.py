@@ -830,6 +830,9 @@ def scored_matches(searcher: Any, query: Any) -> tuple[Any, Any] | None:
     return _over_segments(searcher, query, scoring=True)
 
 
+_fallback_told: list[bool] = []  # the warning below, once per process
+
+
 def _over_segments(searcher: Any, query: Any, *, scoring: bool) -> tuple[Any, Any] | None:
     import numpy as np
 
@@ -841,7 +844,11 @@ def _over_segments(searcher: Any, query: Any, *, scoring: bool) -> tuple[Any, An
                 return None
             ids_parts.append(found[0] + offset)
             score_parts.append(found[1])
-    except (AttributeError, TypeError):  # a Whoosh whose posting blocks look different
+    except AttributeError as exc:  # a Whoosh whose readers or posting blocks look different
+        if not _fallback_told:
+            _fallback_told.append(True)
+            log.warning("search answers through Whoosh's own walk, much more slowly: this Whoosh's "
+                        "readers differ from those Earshot reads lists from (%s)", exc)
         return None
     if not ids_parts:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
