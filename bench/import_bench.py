@@ -19,7 +19,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,7 +41,7 @@ def _child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return elapsed, max(peak, before) / 1024, proc.stdout
 
 
-def import_with_earshot(path: Path, data_dir: Path) -> dict[str, float]:
+def import_with_earshot(path: Path, data_dir: Path) -> dict[str, Any]:
     env = {**os.environ, "EARSHOT_DATA_DIR": str(data_dir), "FLASK_APP": "app.py"}
     env.pop("EARSHOT_DATABASE_URL", None)
     flask = [sys.executable, "-m", "flask"]
@@ -55,7 +58,21 @@ def import_with_earshot(path: Path, data_dir: Path) -> dict[str, float]:
     if wrapper["rc"] != 0:
         raise SystemExit(f"earshot import failed: {wrapper['err']}")
     summary = json.loads(wrapper["out"])
-    return {"seconds": elapsed, "messages_new": summary["messages_new"], "peak_rss_mb": wrapper["maxrss_kb"] / 1024}
+    return {"seconds": elapsed, "messages_new": summary["messages_new"], "peak_rss_mb": wrapper["maxrss_kb"] / 1024,
+            "steps": summary.get("seconds", {})}
+
+
+@contextmanager
+def scratch(workdir: Path | None, prefix: str) -> Iterator[Path]:
+    """The folder a benchmark works in: --workdir (kept), or a temporary one removed afterwards,
+    whatever happens."""
+    work = workdir or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def notmuch_env(maildir: Path, workdir: Path) -> dict[str, str] | None:
@@ -83,12 +100,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="earshot-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    n = args.messages
+    with scratch(args.workdir, "earshot-bench-") as work:
+        print(json.dumps(measure(work, args.messages, args.seed)))
+
+
+def measure(work: Path, n: int, seed: int) -> dict[str, object]:
     print(f"generating {n} messages in {work}", file=sys.stderr)
-    mbox = write_mbox(work / "bench.mbox", n, args.seed)
-    maildir = write_maildir(work / "Maildir", n, args.seed)
+    mbox = write_mbox(work / "bench.mbox", n, seed)
+    maildir = write_maildir(work / "Maildir", n, seed)
     print("importing the mbox", file=sys.stderr)
     mbox_run = import_with_earshot(mbox, work / "db-mbox")
     print("importing the Maildir", file=sys.stderr)
@@ -111,9 +130,7 @@ def main() -> None:
     if nm:
         result["ratio_maildir_vs_notmuch"] = round(nm["seconds"] / maildir_run["seconds"], 3)
         result["ratio_mbox_vs_notmuch"] = round(nm["seconds"] / mbox_run["seconds"], 3)
-    if args.workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

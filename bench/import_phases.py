@@ -1,34 +1,29 @@
-"""Where an import's time goes: the steps of `flask import` timed one by one in one process.
+"""Where an import's time goes: `flask import` of a generated mbox, with the seconds of each of
+its steps, beside `notmuch new` on the same messages.
 
-    python bench/import_phases.py [--messages 20000] [--workdir DIR] [--profile store|group|index]
+    python bench/import_phases.py [--messages 20000] [--workdir DIR]
 
-Generates an mbox of N messages with the project's demo generator (kept in --workdir and reused),
-then runs what `flask import` runs on it against a fresh SQLite database: store (parsing in a
-second process, threading, classification, links), reclassify, pain point grouping and the search
-index, each timed; `notmuch new` on the same messages as a Maildir is timed beside them when
-notmuch is installed. With --profile, that step's profile is printed first. Prints JSON on its
-last line.
+Generates N messages with the project's demo generator (kept in --workdir and reused), imports
+them with `flask import --json` into a fresh SQLite database in a child process, as
+`import_bench.py` does, and reports the steps the import itself timed (store: parse in a second
+process, thread, classify, link; reclassify; pain point grouping; search index), the process's
+start and end as the rest, and `notmuch new` on the same messages as a Maildir. Prints JSON on its
+last line. To see inside a step, profile the same command:
+`python -m cProfile -s tottime -m flask import DIR/messages-N.mbox`.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import json
-import os
-import pstats
 import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from import_bench import notmuch_new  # noqa: E402 - the same notmuch set-up as the import benchmark
+from import_bench import import_with_earshot, notmuch_new, scratch  # noqa: E402 - the same set-ups
 
 from portal.demo import write_maildir, write_mbox  # noqa: E402
 
@@ -37,76 +32,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--profile", choices=["store", "reclassify", "group", "index"], default=None)
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="earshot-phases-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with scratch(args.workdir, "earshot-phases-") as work:
         mbox = work / f"messages-{args.messages}.mbox"
         if not mbox.exists():
             write_mbox(mbox, args.messages, seed=13)
         shutil.rmtree(work / "data", ignore_errors=True)
-        env = {**os.environ, "EARSHOT_DATA_DIR": str(work / "data"), "FLASK_APP": "app.py"}
-        env.pop("EARSHOT_DATABASE_URL", None)
-        subprocess.run([sys.executable, "-m", "flask", "db", "upgrade"], env=env, cwd=ROOT, check=True,
-                       capture_output=True)
-
-        from portal import create_app
-        from portal import db as dbmod
-        from portal.cli import _reindex
-        from portal.enrich import Enricher
-        from portal.ingest import Ingest, reclassify
-        from portal.painpoints import group
-
-        app = create_app({"DATA_DIR": str(work / "data"), "DATABASE_URL": "", "SECRET_KEY": "bench"})
-        times: dict[str, float] = {}
-
-        def step(name: str, run: Any) -> Any:
-            profile = cProfile.Profile() if args.profile == name else None
-            start = time.perf_counter()
-            if profile:
-                profile.enable()
-            out = run()
-            if profile:
-                profile.disable()
-                pstats.Stats(profile, stream=sys.stderr).sort_stats("tottime").print_stats(30)
-            times[name] = round(time.perf_counter() - start, 2)
-            return out
-
-        with app.app_context():
-            def store() -> Any:
-                with dbmod.session_scope() as session:
-                    ingest = Ingest(session, enricher=Enricher.from_config(app.config), parse_in_parallel=True,
-                                    batch_size=int(app.config["IMPORT_BATCH"]))
-                    return ingest.run([mbox]), ingest
-
-            result, ingest = step("store", store)
-
-            def rejudge() -> Any:
-                with dbmod.session_scope() as session:
-                    return reclassify(session, ingest.enricher)
-
-            step("reclassify", rejudge)
-
-            def grouping() -> Any:
-                with dbmod.session_scope() as session:
-                    return group(session)
-
-            grouped = step("group", grouping)
-            step("index", lambda: _reindex(thread_ids=result.threads, painpoint_ids=grouped.touched))
-        out: dict[str, Any] = {"messages": args.messages, "stored": result.messages_new, **times,
-                               "total": round(sum(times.values()), 2)}
+        run = import_with_earshot(mbox, work / "data")
+        steps = run["steps"]
+        out: dict[str, object] = {"messages": args.messages, "stored": run["messages_new"], **steps,
+                                  "rest": round(run["seconds"] - sum(steps.values()), 2),
+                                  "total": round(run["seconds"], 2), "peak_rss_mb": round(run["peak_rss_mb"], 1)}
         maildir = work / f"maildir-{args.messages}"
-        if shutil.which("notmuch"):
-            if not maildir.exists():
-                write_maildir(maildir, args.messages, seed=13)
-            shutil.rmtree(maildir / ".notmuch", ignore_errors=True)
-            timed = notmuch_new(maildir, work)
-            out["notmuch_new_s"] = round(timed["seconds"], 2) if timed else None
+        if not maildir.exists():
+            write_maildir(maildir, args.messages, seed=13)
+        shutil.rmtree(maildir / ".notmuch", ignore_errors=True)
+        timed = notmuch_new(maildir, work)
+        out["notmuch_new_s"] = round(timed["seconds"], 2) if timed else None
         print(json.dumps(out))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

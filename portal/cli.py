@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,17 @@ PARALLEL_FROM_BYTES = 2 * 1024 * 1024
 
 def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = None,
                show_progress: bool = False) -> dict[str, object]:
-    """Import paths and return the run summary (shared by the CLI and the demo loader)."""
+    """Import paths and return the run summary (shared by the CLI and the demo loader), with the
+    seconds each step took (`seconds`: store, reclassify, group, index)."""
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        seconds[step] = round(now - started, 2)
+        started = now
+
     total = total_bytes(paths)
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
               file=sys.stderr) as bar, dbmod.session_scope() as session:
@@ -77,15 +88,20 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
                         batch_size=int(current_app.config["IMPORT_BATCH"]),
                         subject_window_days=int(current_app.config["SUBJECT_WINDOW_DAYS"]))
         result = ingest.run(paths, fmt=fmt, list_name=list_name, progress=bar.update)
+    lap("store")
     summary = result.as_dict()
     # A changed taxonomy re-tags what older runs judged, so every item answers to one ruleset.
     with dbmod.session_scope() as session:
         summary["rejudged"] = reclassify(session, ingest.enricher, show_progress=show_progress) \
             if ingest.enricher is not None else 0
+    lap("reclassify")
     with dbmod.session_scope() as session:
         grouped = group(session)
     summary["pain_points"] = grouped.as_dict()
+    lap("group")
     summary.update(_reindex(thread_ids=result.threads, painpoint_ids=grouped.touched))
+    lap("index")
+    summary["seconds"] = seconds
     return summary
 
 
