@@ -27,7 +27,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import timedelta
@@ -37,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from import_bench import import_with_earshot, notmuch_env  # noqa: E402
-from search_bench import QUERIES, pct  # noqa: E402
+from import_bench import import_with_earshot, notmuch_env, scratch  # noqa: E402
+from search_bench import QUERIES, notmuch_search, pct, time_mix  # noqa: E402
 
 from portal.demo import write_maildir, write_mbox  # noqa: E402
 
@@ -94,30 +93,11 @@ def measure_search(app, maildir: Path, work: Path, runs: int) -> dict[str, objec
     from portal.search import index_for, parse
 
     say("search: query mix")
-    ours: list[float] = []
     with app.app_context():
         index = index_for(app.config)
-        for warm in (q for queries in QUERIES.values() for q in queries):  # one untimed pass: a
-            index.search(parse(warm))  # process's first queries read field lengths and facets once
-        for _ in range(runs):
-            for queries in QUERIES.values():
-                for q in queries:
-                    t = time.perf_counter()
-                    index.search(parse(q), per_page=20)
-                    ours.append(time.perf_counter() - t)
-    theirs: list[float] = []
+        ours = [t for times in time_mix(lambda q: index.search(parse(q), per_page=20), runs).values() for t in times]
     nenv = notmuch_env(maildir, work)
-    if nenv is not None:
-        for warm in (q for queries in QUERIES.values() for q in queries):  # the same untimed pass
-            subprocess.run(["notmuch", "search", "--limit=20", "--output=threads", *warm.split()], env=nenv,
-                           check=True, capture_output=True)
-        for _ in range(runs):
-            for queries in QUERIES.values():
-                for q in queries:
-                    t = time.perf_counter()
-                    subprocess.run(["notmuch", "search", "--limit=20", "--output=threads", *q.split()], env=nenv,
-                                   check=True, capture_output=True)
-                    theirs.append(time.perf_counter() - t)
+    theirs = [t for times in time_mix(notmuch_search(nenv), runs).values() for t in times] if nenv else []
     return {"queries": len(ours), "p50_ms": pct(ours, 50), "p95_ms": pct(ours, 95),
             "notmuch_p50_ms": pct(theirs, 50) if theirs else None,
             "notmuch_p95_ms": pct(theirs, 95) if theirs else None}
@@ -259,9 +239,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="print only the JSON object (progress still on stderr)")
     args = parser.parse_args()
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="earshot-run-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with scratch(args.workdir, "earshot-run-") as work:
         say(f"generating {args.messages} messages in {work}")
         mbox = write_mbox(work / "bench.mbox", args.messages, 13)
         maildir = write_maildir(work / "Maildir", args.messages, 13)
@@ -279,10 +257,6 @@ def main() -> None:
         if not args.json:
             say(json.dumps(result, indent=2))
         print(json.dumps(result))
-    finally:
-        if args.workdir is None:
-            shutil.rmtree(work, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
