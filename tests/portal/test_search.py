@@ -190,7 +190,7 @@ def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an
     # The ranking reads field lengths from its own per-segment lists: the same scores as Whoosh's BM25F.
     from whoosh.qparser import MultifieldParser, OrGroup
 
-    from portal.search import _Ranking
+    from portal.postings import _Ranking
 
     for index in (one, several):
         ix = index.open()
@@ -225,7 +225,8 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     the excluded part otherwise (Whoosh's walk of an exclusion lets excluded documents through
     once a segment has deletions, so the ranking is held to the exact set). Queries the sets do not
     know (phrases, prefixes, dates) are left to Whoosh."""
-    from portal.search import BULK_FROM, WhooshIndex, match_set, scored_matches, whoosh_query
+    from portal.postings import match_set, scored_matches
+    from portal.search import BULK_FROM, WhooshIndex, whoosh_query
 
     n = BULK_FROM + 200
     index = WhooshIndex(tmp_path / "ix", procs=2)
@@ -275,7 +276,7 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     assert walk("floating -cluster"), "Whoosh's walk of an exclusion no longer lets documents through: simplify"
     # Ranking over whole posting lists gives Whoosh's own ranking: the same documents in the same
     # order with the same scores (held to the exact set where Whoosh's walk lets excluded ones in).
-    from portal.search import ranked
+    from portal.postings import ranked
 
     for text in ("quota", "quota usage", "l3-agent restarts", "floating ceph volumes", "grenade component:nova",
                  "quota -grenade", "cluster list:list-1 kind:thread", "operator", "nosuchword quota",
@@ -295,7 +296,7 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     import numpy as np
     from whoosh.sorting import FieldFacet
 
-    from portal.search import top_by_column
+    from portal.postings import top_by_column
 
     for text in ("quota", "quota -grenade", "-component:nova quota", "zircon OR basalt", "", "floating after:2016"):
         query = whoosh_query(searcher.schema, parse(text))
@@ -353,6 +354,7 @@ def test_posting_arrays_beside_each_segment_equal_whooshs_blocks(tmp_path):
     blocks, and the caches let go of segments that are gone."""
     from whoosh import index as whoosh_index
 
+    from portal import postings as p
     from portal import search as s
 
     index = s.WhooshIndex(tmp_path / "ix", procs=2)
@@ -361,23 +363,23 @@ def test_posting_arrays_beside_each_segment_equal_whooshs_blocks(tmp_path):
     index.update(_docs(40, word="ceilometer"))  # single-process writer; merges the small segments
     searcher = index.searcher()
     readers = [sub.reader() for sub, _ in searcher.leaf_searchers()]
-    assert len(readers) > 1 and all(s._side_postings(r) is not None for r in readers)
+    assert len(readers) > 1 and all(p._side_postings(r) is not None for r in readers)
     checked = 0
     for reader in readers:
-        assert "text" in s._side_postings(reader).directory and "key" not in s._side_postings(reader).directory
+        assert "text" in p._side_postings(reader).directory and "key" not in p._side_postings(reader).directory
         for fieldname in ("title", "text", "components", "list", "kind", "date", "role", "spell", "key"):
             for btext in reader.lexicon(fieldname):
-                ours = s._postings(reader, fieldname, btext, weights=True)
-                theirs = s._block_postings(reader, fieldname, btext, weights=True)
+                ours = p._postings(reader, fieldname, btext, weights=True)
+                theirs = p._block_postings(reader, fieldname, btext, weights=True)
                 assert ours[0].tolist() == theirs[0].tolist() and ours[1].tolist() == theirs[1].tolist()
                 checked += 1
     assert checked > 500
     for reader in readers:  # field lengths read in one piece: what Whoosh gives document by document
         for fieldname in ("title", "text"):
-            whole = s._read_lengths(reader, fieldname)
+            whole = p._read_lengths(reader, fieldname)
             assert len(whole) == reader.doc_count_all()
             assert all(whole[i] == (reader.doc_field_length(i, fieldname) or 1) for i in range(len(whole)))
-    weighted = [r for r in readers if any(w for table in s._side_postings(r).tables.values()
+    weighted = [r for r in readers if any(w for table in p._side_postings(r).tables.values()
                                           for _, _, w in table.values())]
     assert weighted, "no term with a weight other than 1: the weights were never compared"
     # An index written by Whoosh's own codec into one compound file per segment: no arrays.
@@ -388,14 +390,14 @@ def test_posting_arrays_beside_each_segment_equal_whooshs_blocks(tmp_path):
             writer.add_document(**s._fields(doc))
     with plain.searcher() as old:
         reader = old.reader()
-        assert s._side_postings(reader) is None
-        assert s._postings(reader, "text", "ceph", weights=False)[0].tolist() == list(range(2, 50, 4))
+        assert p._side_postings(reader) is None
+        assert p._postings(reader, "text", "ceph", weights=False)[0].tolist() == list(range(2, 50, 4))
     # A rebuild replaces every segment: the next searcher drops the old ones from the caches.
-    old_keys = [k for k in s._per_segment if k[0].startswith(str(tmp_path / "ix"))]
+    old_keys = [k for k in p._per_segment if k[0].startswith(str(tmp_path / "ix"))]
     assert old_keys
     index.rebuild(_docs(60))
     index.search(parse("quota"))
-    assert not set(old_keys) & set(s._per_segment)
+    assert not set(old_keys) & set(p._per_segment)
     assert index.search(parse("ceph"))["total"] == 15
 
 
@@ -425,6 +427,7 @@ def test_unreadable_posting_arrays_are_reported_and_search_still_answers(tmp_pat
     how to mend it."""
     import logging
 
+    from portal import postings as p
     from portal import search as s
 
     index = s.WhooshIndex(tmp_path / "ix")
@@ -432,15 +435,15 @@ def test_unreadable_posting_arrays_are_reported_and_search_still_answers(tmp_pat
     expected = index.search(parse("ceph"))
     reader = index.searcher().reader()
     storage, segment = reader.storage(), reader.segment()
-    base, length = storage.a.range(segment.make_filename(s.SIDE_EXT))
+    base, length = storage.a.range(segment.make_filename(p.SIDE_EXT))
     path = index.current() / segment.make_filename(segment.COMPOUND_EXT)
-    s.forget_segments(index.folder, index.current(), set())  # as after a rebuild: nothing cached
+    p.forget_segments(index.folder, index.current(), set())  # as after a rebuild: nothing cached
     data = bytearray(path.read_bytes())
     data[base + length - 5:base + length] = b"XXXXX"  # the trailer's mark
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="portal.search"):
+    with caplog.at_level(logging.WARNING, logger="portal.postings"):
         again = s.WhooshIndex(tmp_path / "ix").search(parse("ceph"))
-    assert s._side_postings(reader) is None
+    assert p._side_postings(reader) is None
     assert again["total"] == expected["total"] == 15 and again["facets"] == expected["facets"]
     assert [h["id"] for h in again["hits"]] == [h["id"] for h in expected["hits"]]
     assert str(path) in caplog.text and "flask index rebuild" in caplog.text
