@@ -153,9 +153,166 @@ class _SidePostingsWriter(W3PostingsWriter):  # type: ignore[misc]
         return super().finish_postings()
 
 
+class TermPool:
+    """Whoosh's posting pool (what a segment writer gathers before writing postings), kept by term
+    instead of by posting. Whoosh's pool holds a tuple per posting, pickles them to sorted runs
+    on disk every `limitmb` and merges the runs back a posting at a time (a third of writing an
+    index); this one appends each posting to its term's arrays, and when it outgrows `limitmb`
+    writes its terms in order to a run file, a term at a time, so memory stays bounded. The field
+    writer (`_SideFieldWriter.add_postings`) takes whole terms from it, a block at a time.
+
+    `install(writer)` puts one in a Whoosh segment writer in place of its own."""
+
+    def __init__(self, tempstore: Any, limitmb: float = 128):
+        self.tempstore = tempstore
+        self.limit = int(limitmb * 1024 * 1024)
+        self.fieldnames: set[str] = set()
+        self.terms: dict[tuple[str, bytes], tuple[array[int], array[float], list[bytes | None]]] = {}
+        self.size = 0
+        self.runs: list[str] = []
+        self.unsorted: set[tuple[str, bytes]] = set()  # terms whose documents came out of order
+        self.high = self.saved_high = -1  # the highest document held, and written to runs
+
+    @classmethod
+    def install(cls, writer: Any) -> Any:
+        if not isinstance(writer.pool, cls):
+            writer.pool.cleanup()
+            writer.pool = cls(writer._tempstorage, writer.pool.limit / (1024 * 1024))
+        return writer
+
+    def add(self, item: tuple[str, bytes, int, float, bytes | None]) -> None:
+        fieldname, btext, docnum, weight, value = item
+        entry = self.terms.get((fieldname, btext))
+        if entry is None:
+            if docnum < self.saved_high:  # (a run on disk may hold later documents of this term)
+                self.unsorted.add((fieldname, btext))
+            self.fieldnames.add(fieldname)
+            entry = self.terms[(fieldname, btext)] = (array("I"), array("f"), [])
+            self.size += 300 + len(btext)  # (the arrays, the list, the key and its dict slot)
+        docs = entry[0]
+        if docs and docnum < docs[-1]:  # (Whoosh adds a segment's documents in order, merges too)
+            self.unsorted.add((fieldname, btext))
+        docs.append(docnum)
+        if docnum > self.high:
+            self.high = docnum
+        entry[1].append(weight)
+        entry[2].append(value)
+        self.size += 20 + (len(value) if value else 0)
+        if self.size > self.limit:
+            self.save()
+
+    def save(self) -> None:
+        """Write the terms held in memory to a run file, in order, and forget them."""
+        if not self.terms:
+            return
+        name = f"terms-{len(self.runs)}-{id(self)}.run"
+        with self.tempstore.create_file(name).raw_file() as f:
+            dump = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump
+            for key in sorted(self.terms):
+                docs, weights, values = self.terms[key]
+                dump((key, docs, weights, values))
+        self.runs.append(name)
+        self.terms, self.size, self.saved_high = {}, 0, self.high
+
+    def _read_run(self, name: str) -> Any:
+        with self.tempstore.open_file(name).raw_file() as f:
+            load = pickle.Unpickler(f).load  # noqa: S301 - a run this pool wrote a moment ago
+            while True:
+                try:
+                    yield load()
+                except EOFError:
+                    return
+
+    def iter_terms(self) -> Any:
+        """(fieldname, term, documents, weights, values) in term order, each term's documents in
+        order (the runs hold ever later documents, so a term's pieces join in run order)."""
+        import heapq
+
+        if not self.runs:
+            for key in sorted(self.terms):
+                yield self._in_order(key, *self.terms[key])
+            return
+        self.save()
+        current: Any = None
+        for key, docs, weights, values in heapq.merge(*(self._read_run(r) for r in self.runs),
+                                                      key=lambda record: record[0]):
+            if current is not None and current[0] == key:
+                current[1].extend(docs)
+                current[2].extend(weights)
+                current[3].extend(values)
+                continue
+            if current is not None:
+                yield self._in_order(*current)
+            current = [key, docs, weights, values]
+        if current is not None:
+            yield self._in_order(*current)
+
+    def _in_order(self, key: tuple[str, bytes], docs: array[int], weights: array[float],
+                  values: list[bytes | None]) -> tuple[str, bytes, array[int], array[float], list[bytes | None]]:
+        if key in self.unsorted:  # in document order, as Whoosh's sorted pool gives them
+            order = sorted(range(len(docs)), key=docs.__getitem__)
+            docs = array("I", (docs[i] for i in order))
+            weights = array("f", (weights[i] for i in order))
+            values = [values[i] for i in order]
+        return key[0], key[1], docs, weights, values
+
+    def iter_postings(self) -> Any:
+        """What Whoosh's pool gives: (fieldname, term, document, weight, value) in order."""
+        return _PoolPostings(self)
+
+    def cleanup(self) -> None:
+        for name in self.runs:
+            try:
+                self.tempstore.delete_file(name)
+            except OSError:
+                pass
+        self.runs, self.terms, self.size = [], {}, 0
+
+
+class _PoolPostings:
+    """A TermPool's postings: Whoosh's kind of iterator, which _SideFieldWriter reads by term."""
+
+    def __init__(self, pool: TermPool):
+        self.pool = pool
+
+    def __iter__(self) -> Any:
+        for fieldname, btext, docs, weights, values in self.pool.iter_terms():
+            for docnum, weight, value in zip(docs, weights, values, strict=True):
+                yield fieldname, btext, docnum, weight, value
+
+
 class _SideFieldWriter(W3FieldWriter):  # type: ignore[misc]
     """Whoosh's field writer, which also writes the segment's posting arrays (SIDE_EXT). New
     segments and merges both go through it."""
+
+    def add_postings(self, schema: Any, lengths: Any, items: Any) -> None:
+        """Whoosh's loop over postings, a term at a time when they come from a TermPool: each
+        block's lists are handed to the postings writer whole (what add_posting would have built
+        one posting at a time). Lengths are not recorded in blocks (_SideCodec.length_stats)."""
+        if not isinstance(items, _PoolPostings) or self._codec.length_stats:
+            super().add_postings(schema, lengths, items)
+            return
+        lastfn = None
+        for fieldname, btext, docs, weights, values in items.pool.iter_terms():
+            if fieldname != lastfn:
+                if lastfn is not None:
+                    self.finish_field()
+                self.start_field(fieldname, schema[fieldname])
+                lastfn = fieldname
+            self.start_term(btext)
+            postings = self._postwriter
+            limit = postings._blocklimit
+            for start in range(0, len(docs), limit):
+                if start:  # the previous block is full: write it (the last waits for finish_term)
+                    postings._write_block()
+                block_weights = weights[start:start + limit]
+                postings._ids = docs[start:start + limit]
+                postings._weights = block_weights
+                postings._values = [v for v in values[start:start + limit] if v]
+                postings._maxweight = max(0.0, max(block_weights))
+            self.finish_term()
+        if lastfn is not None:
+            self.finish_field()
 
     def __init__(self, codec: Any, storage: Any, segment: Any):
         super().__init__(codec, storage, segment)

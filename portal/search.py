@@ -35,12 +35,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlmodel import Session
 from whoosh.analysis import Filter
+from whoosh.fields import TEXT
 from whoosh.highlight import Formatter, get_text, htmlescape
 from whoosh.multiproc import MpWriter, SubWriterTask
+from whoosh.system import pack_uint as _pack_uint
 
 # (_SideCodec is also found here by indexes written while it lived in this module.)
 from .postings import (
     FACETS,
+    TermPool,
     _Ranking,
     _SideCodec,
     facet_counts,
@@ -248,35 +251,112 @@ class MarkFormatter(Formatter):  # type: ignore[misc]
         return "".join(out)
 
 
+_WORD = r"\w+(?:[-.:/]\w+)*"
+_SPELL_WORD = r"[A-Za-z][a-z]{3,}"
+
+
 def _analyzer() -> Any:
     """Words as people and code write them: nova-compute, l3-agent and CLOUDSTACK-8697 are kept
     whole and also split into their parts; lower-cased, English stop words dropped, stemmed."""
     from whoosh.analysis import LowercaseFilter, RegexTokenizer, StemFilter, StopFilter
 
-    return (RegexTokenizer(r"\w+(?:[-.:/]\w+)*") | LowercaseFilter() | CodeWordFilter() | StopFilter(minsize=2)
+    return (RegexTokenizer(_WORD) | LowercaseFilter() | CodeWordFilter() | StopFilter(minsize=2)
             | StemFilter())
 
 
 def _spelling_analyzer() -> Any:
     from whoosh.analysis import LowercaseFilter, RegexTokenizer
 
-    return RegexTokenizer(r"[A-Za-z][a-z]{3,}") | LowercaseFilter()
+    return RegexTokenizer(_SPELL_WORD) | LowercaseFilter()
+
+
+class _WordTerms:
+    """What `_analyzer()` makes of one word as written (its terms, in order), remembered: an
+    archive repeats its words, and Whoosh's token stream costs several Python calls per word."""
+
+    def __init__(self) -> None:
+        from whoosh.analysis import STOP_WORDS
+        from whoosh.lang.porter import stem
+
+        self.stops, self.stem = STOP_WORDS, stem
+        self.known: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, word: str) -> tuple[str, ...]:
+        terms = self.known.get(word)
+        if terms is None:
+            lowered = word.lower()
+            parts = [p for p in _CODE_SPLIT.split(lowered) if p]
+            # CodeWordFilter, then StopFilter(minsize=2), then StemFilter, as in _analyzer().
+            terms = tuple(self.stem(w) for w in ([lowered, *parts] if len(parts) > 1 else [lowered])
+                          if len(w) >= 2 and w not in self.stops)
+            if len(self.known) > 200_000:  # (a bound: ids and numbers never end; words do)
+                self.known.clear()
+            self.known[word] = terms
+        return terms
+
+
+_CODE_SPLIT = re.compile(r"[-.:/]")
+_WORD_RE = re.compile(_WORD)
+_SPELL_RE = re.compile(_SPELL_WORD)
+_word_terms: _WordTerms | None = None
+
+
+def _fast_text(kind: str, **options: Any) -> Any:
+    """A TEXT field that indexes a string the way its analyzer (`_analyzer()` for "words",
+    `_spelling_analyzer()` for "spell") would, term for term, position for position, without
+    Whoosh's token objects: analysis was a third of writing the index. Queries and highlights use
+    the analyzer itself. (The field's class is pickled into the index's table of contents.)"""
+    analyzer = _analyzer() if kind == "words" else _spelling_analyzer()
+    field_type = FastText(analyzer=analyzer, phrase=kind == "words", **options)
+    field_type.fast = kind
+    return field_type
+
+
+class FastText(TEXT):  # type: ignore[misc]
+    """See _fast_text. Module level because Whoosh pickles the schema."""
+
+    fast = ""
+
+    def index(self, value: Any, **kwargs: Any) -> Any:
+        if not isinstance(value, str) or self.fast not in ("words", "spell") or kwargs:
+            return super().index(value, **kwargs)
+        boost = self.format.field_boost
+        if self.fast == "spell":
+            counts: dict[str, int] = {}
+            for word in _SPELL_RE.findall(value):
+                word = word.lower()
+                counts[word] = counts.get(word, 0) + 1
+            return [(w.encode("utf-8"), n, float(n) * boost, _pack_uint(n)) for w, n in counts.items()]
+        global _word_terms
+        terms_of = _word_terms or _WordTerms()
+        _word_terms = terms_of
+        positions: dict[str, list[int]] = {}
+        at = -1  # StopFilter renumbers: the first term keeps its word's position, the rest follow on
+        for i, word in enumerate(_WORD_RE.findall(value)):
+            for term in terms_of(word):
+                at = i if at < 0 else at + 1
+                found = positions.get(term)
+                if found is None:
+                    positions[term] = [at]
+                else:
+                    found.append(at)
+        encode = self.format.encode
+        return [(w.encode("utf-8"), len(p), float(len(p)) * boost, encode(p)) for w, p in positions.items()]
 
 
 def schema() -> Any:
     from whoosh.columns import NumericColumn
     from whoosh.fields import COLUMN, DATETIME, ID, KEYWORD, STORED, TEXT, Schema
 
-    text = _analyzer()
     return Schema(key=ID(stored=True, unique=True), kind=ID(stored=True), id=ID(stored=True),
-                  title=TEXT(analyzer=text, stored=True, field_boost=3.0), text=TEXT(analyzer=text, stored=True),
+                  title=_fast_text("words", stored=True, field_boost=3.0), text=_fast_text("words", stored=True),
                   author=TEXT(stored=False, phrase=False), role=KEYWORD(commas=True, lowercase=True, stored=True),
                   list=ID(stored=True), components=KEYWORD(commas=True, lowercase=True, stored=True),
                   refs=KEYWORD(commas=True, stored=True), status=ID(stored=True),
                   date=DATETIME(stored=True, sortable=True), year=ID(),
                   # Only sorted by, never searched: a column, not the 16 indexed terms of a NUMERIC.
                   impact=COLUMN(NumericColumn("q", default=0)),  # thousandths (float columns fail)
-                  spell=TEXT(analyzer=_spelling_analyzer(), phrase=False), meta=STORED())
+                  spell=_fast_text("spell"), meta=STORED())
 
 
 def _fields(doc: dict[str, Any]) -> dict[str, Any]:
@@ -311,6 +391,10 @@ class _WriterTask(SubWriterTask):  # type: ignore[misc]
     _start_method = ForkServerProcess._start_method
     _Popen = staticmethod(ForkServerProcess._Popen)
 
+    def _process_file(self, filename: str, doc_count: int) -> None:
+        TermPool.install(self.writer)  # (the task makes its writer itself, in run())
+        super()._process_file(filename, doc_count)
+
 
 class _BulkWriter(MpWriter):  # type: ignore[misc]
     """Whoosh's multi-process writer with writer processes that do not inherit this process's
@@ -320,6 +404,7 @@ class _BulkWriter(MpWriter):  # type: ignore[misc]
 
     def __init__(self, ix: Any, **options: Any):
         super().__init__(ix, **options)
+        TermPool.install(self)  # (merges of existing segments go through this writer's own pool)
         context = multiprocessing.get_context("forkserver")
         self.jobqueue = context.Queue()
         self.resultqueue = context.Queue()
@@ -371,7 +456,7 @@ class WhooshIndex:
             # One segment per process, not merged at the end (merging would cost another pass).
             return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=128, codec=_SideCodec(),
                                **options)
-        return ix.writer(limitmb=128, codec=_SideCodec(), **options)
+        return TermPool.install(ix.writer(limitmb=128, codec=_SideCodec(), **options))
 
     @staticmethod
     def _abandon(writer: Any) -> None:

@@ -447,3 +447,118 @@ def test_unreadable_posting_arrays_are_reported_and_search_still_answers(tmp_pat
     assert again["total"] == expected["total"] == 15 and again["facets"] == expected["facets"]
     assert [h["id"] for h in again["hits"]] == [h["id"] for h in expected["hits"]]
     assert str(path) in caplog.text and "flask index rebuild" in caplog.text
+
+
+TRICKY_TEXTS = [
+    "nova-compute and the l3-agent restart; CLOUDSTACK-8697 x.y.z:w/v a-b the-of -- .. //",
+    "a-b-c-d the a.b I/O 10.0.0.1:8774/v2.1 http://example.org/a/b?c=d", "a an the of", "", "   ",
+    "Ünïcödé-wörds İstanbul ǅemal STRASSE straße ÆSIR ½-half 3.14 ３２ 中文-文字 日本語",
+    "Running runs ran runner; quotas QUOTA quota's drifted drifting", "x " * 50 + "y",
+    "_under_score__ __init__ self.pool.add(item) foo::bar re-re-re-resize",
+]
+
+
+def _fast_and_plain_fields():
+    from whoosh.fields import TEXT
+
+    from portal.search import _analyzer, _fast_text, _spelling_analyzer
+
+    return [(_fast_text("words", stored=True), TEXT(analyzer=_analyzer(), stored=True)),
+            (_fast_text("words", stored=True, field_boost=3.0),
+             TEXT(analyzer=_analyzer(), stored=True, field_boost=3.0)),
+            (_fast_text("spell"), TEXT(analyzer=_spelling_analyzer(), phrase=False))]
+
+
+def test_fast_text_fields_index_exactly_what_their_analyzers_make():
+    """Titles, texts and spelling words are indexed without Whoosh's token stream: the same
+    terms, frequencies, weights and positions (phrases depend on them) as the field's analyzer."""
+    for fast, plain in _fast_and_plain_fields():
+        for text in TRICKY_TEXTS:
+            assert list(fast.index(text)) == list(plain.index(text)), text
+        # Anything it does not know (a list of words, options) goes to Whoosh's own way.
+        assert list(fast.index(["quota", "drift"])) == list(plain.index(["quota", "drift"]))
+    fast, plain = _fast_and_plain_fields()[0]
+    positions = {t: fast.format.decode_positions(v) for t, _, _, v in fast.index(TRICKY_TEXTS[0])}
+    assert positions[b"nova-comput"] == [0] and positions[b"nova"] == [1] and positions[b"comput"] == [2]
+
+
+def test_fast_text_fields_match_their_analyzers_on_real_list_messages(shared):
+    texts = [p.read_text(errors="replace") for p in sorted((shared / "corpus/labeled-ops/msgs").glob("*.txt"))]
+    assert len(texts) > 20
+    for fast, plain in _fast_and_plain_fields():
+        for text in texts:
+            assert list(fast.index(text)) == list(plain.index(text))
+
+
+def _all_postings(ix):
+    """Every term of every field with its postings, term statistics and stored documents."""
+    out = {}
+    with ix.searcher() as searcher:
+        reader = searcher.reader()
+        for fieldname, btext in reader.all_terms():
+            matcher = reader.postings(fieldname, btext)
+            postings = []
+            while matcher.is_active():
+                postings.append((matcher.id(), matcher.weight(), matcher.value()))
+                matcher.next()
+            info = reader.term_info(fieldname, btext)
+            out[(fieldname, btext)] = (postings, info.weight(), info.doc_frequency(), info.max_weight())
+        stored = [dict(d) for d in reader.all_stored_fields()]
+        lengths = [(reader.doc_field_length(i, "text"), reader.doc_field_length(i, "title"))
+                   for i in range(reader.doc_count_all())]
+    return out, stored, lengths
+
+
+def test_the_term_pool_writes_the_same_index_as_whooshs_posting_pool(tmp_path):
+    """Segment writers gather postings by term (TermPool) instead of Whoosh's pickled runs of
+    postings: with runs spilled to disk, deletions and merges, the index holds exactly the
+    terms, postings, statistics and documents Whoosh's own pool writes."""
+    from whoosh import index as whoosh_index
+
+    from portal import search as s
+    from portal.postings import TermPool
+
+    docs = list(_docs(400)) + list(_docs(60, word="grenade"))
+    for doc in docs[400:]:
+        doc["key"] = f"thread:{int(doc['id']) + 1000}"
+    written = {}
+    for name in ("whoosh", "terms"):
+        (tmp_path / name).mkdir()
+        ix = whoosh_index.create_in(str(tmp_path / name), s.schema())
+        for part in (docs[:300], docs[300:]):  # two segments, merged by the second commit
+            writer = ix.writer(codec=s._SideCodec(), limitmb=0.05)
+            if name == "terms":
+                TermPool.install(writer)
+                assert isinstance(writer.pool, TermPool)
+            for doc in part:
+                writer.update_document(**s._fields(doc))
+            if name == "terms":
+                assert len(writer.pool.runs) > 2  # spilled: the runs are merged by term
+            writer.commit()
+        writer = ix.writer(codec=s._SideCodec())
+        if name == "terms":
+            TermPool.install(writer)
+        writer.delete_by_term("key", "thread:7")
+        writer.commit(optimize=True)  # one segment: every posting re-added through the pool
+        written[name] = _all_postings(ix)
+    assert written["terms"] == written["whoosh"]
+    postings = written["terms"][0]
+    assert len(postings) > 300 and any(len(p[0]) > 128 for p in postings.values())  # several blocks
+    assert any(w != 1.0 for p in postings.values() for _, w, _ in p[0])
+
+
+def test_the_term_pool_puts_documents_added_out_of_order_in_order(tmp_path):
+    from whoosh.filedb.filestore import FileStorage
+
+    from portal.postings import TermPool
+
+    pool = TermPool(FileStorage(str(tmp_path)), limitmb=0.0001)
+    for docnum in (5, 2, 9, 1):
+        pool.add(("text", b"quota", docnum, float(docnum), b"v%d" % docnum))
+        pool.add(("kind", b"thread", docnum, 1.0, None))
+    terms = [(f, t, list(d), list(w), v) for f, t, d, w, v in pool.iter_terms()]
+    assert terms == [("kind", b"thread", [1, 2, 5, 9], [1.0] * 4, [None] * 4),
+                     ("text", b"quota", [1, 2, 5, 9], [1.0, 2.0, 5.0, 9.0], [b"v1", b"v2", b"v5", b"v9"])]
+    assert len(pool.runs) == 8 and len(list(tmp_path.iterdir())) == 8  # one run per posting
+    pool.cleanup()
+    assert not list(tmp_path.iterdir())
