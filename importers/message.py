@@ -26,6 +26,8 @@ from .text import (
 
 _FALLBACK_CHARSETS = ("utf-8", "cp1252")
 _RECEIVED_DATE_RE = re.compile(r";\s*([^;]+)$")
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+_FOLDED_RE = re.compile(r"\s*\n\s*")
 
 
 def decode_header_value(value: object) -> str:
@@ -34,18 +36,21 @@ def decode_header_value(value: object) -> str:
         return ""
     if not isinstance(value, str):
         value = str(value)
-    try:
-        text = str(make_header(decode_header(value)))
-    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+    if "=?" not in value:  # no encoded words: decode_header would hand the value back as it is
         text = value
+    else:
+        try:
+            text = str(make_header(decode_header(value)))
+        except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+            text = value
     # compat32 hands raw 8-bit header bytes over as surrogates; read them as UTF-8 or Latin-1.
-    if any("\udc80" <= ch <= "\udcff" for ch in text):
+    if not text.isascii() and _SURROGATE_RE.search(text):
         data = text.encode("utf-8", "surrogateescape")
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             text = data.decode("cp1252", "replace")
-    return clean_text(re.sub(r"\s*\n\s*", " ", text)).strip()
+    return clean_text(_FOLDED_RE.sub(" ", text)).strip()
 
 
 def decode_payload(part: Message) -> str:

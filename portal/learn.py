@@ -13,13 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import joblib
-from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 from sqlmodel import Session
 
-from .models import Message, ThreadComponentOverride
+# scikit-learn, joblib and the models are imported where they are used: importing this module
+# (every import run, and the parsing process that judges messages) must not cost their second.
 
 MIN_EACH_SIDE = 3
 MODEL_FILE = "components-model.joblib"
@@ -41,6 +39,8 @@ class LearnedModel:
 
 
 def thread_texts(session: Session, thread_ids: list[int]) -> dict[int, str]:
+    from .models import Message
+
     texts: dict[int, list[str]] = {}
     for tid, subject, text in session.execute(
             select(Message.thread_id, Message.subject, Message.new_text).where(Message.thread_id.in_(thread_ids))
@@ -51,6 +51,11 @@ def thread_texts(session: Session, thread_ids: list[int]) -> dict[int, str]:
 
 def train(session: Session) -> LearnedModel | None:
     """A model from every correction in the database; None when there are too few."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    from .models import ThreadComponentOverride
+
     overrides = session.execute(select(ThreadComponentOverride)).scalars().all()
     if not overrides:
         return None
@@ -78,6 +83,8 @@ def train(session: Session) -> LearnedModel | None:
 
 
 def save(model: LearnedModel, data_dir: Path) -> Path:
+    import joblib
+
     path = data_dir / MODEL_FILE
     joblib.dump(model, path)
     (data_dir / (MODEL_FILE + ".json")).write_text(json.dumps(model.meta))
@@ -89,5 +96,7 @@ def load(data_dir: Path) -> LearnedModel | None:
     path = data_dir / MODEL_FILE
     if not path.exists():
         return None
+    import joblib
+
     model = joblib.load(path)
     return model if isinstance(model, LearnedModel) else None

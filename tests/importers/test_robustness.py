@@ -2,6 +2,7 @@
 
 import gzip
 import random
+import re
 
 from importers.model import ImportProblem, ParsedMessage
 from importers.sources import iter_path
@@ -48,3 +49,36 @@ def test_unreadable_folder_and_symlink_loop(tmp_path):
     (tmp_path / "box" / "m.eml").write_bytes(b"From: a@b.org\nSubject: hi\nMessage-ID: <l@x>\n\nbody\n")
     items = list(iter_path(tmp_path / "box"))
     assert [x.message_id for x in items if isinstance(x, ParsedMessage)] == ["l@x"]
+
+
+def test_headers_without_encoded_words_skip_the_decoder_and_read_the_same(shared):
+    """Header values without "=?" are taken as they are (the decoder would hand them back
+    unchanged): every header of the corpus archives reads as decoding it in full does."""
+    import email
+    import email.policy
+    from email.header import decode_header, make_header
+
+    from importers.message import decode_header_value
+    from importers.text import clean_text
+
+    def in_full(value):
+        try:
+            text = str(make_header(decode_header(value)))
+        except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+            text = value
+        if any("\udc80" <= ch <= "\udcff" for ch in text):
+            data = text.encode("utf-8", "surrogateescape")
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                text = data.decode("cp1252", "replace")
+        return clean_text(re.sub(r"\s*\n\s*", " ", text)).strip()
+
+    values = ["=?utf-8?q?caf=C3=A9?= bar", "Re: a\n  folded\tsubject", "=?bogus?x?y?=", "odd =? mark",
+              "caf\udce9 latin-1 bytes", "\udcc3\udca9t\udcc3\udca9 utf-8 bytes", ""]
+    for path in sorted((shared / "corpus").rglob("*.mbox")):
+        for raw in path.read_bytes().split(b"\nFrom ")[:2000]:
+            values.extend(v for _k, v in email.message_from_bytes(raw, policy=email.policy.compat32).items())
+    assert len(values) > 1000 and sum("=?" in v for v in values if isinstance(v, str)) > 10
+    for value in values:
+        assert decode_header_value(value) == in_full(value), value
