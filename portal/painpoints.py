@@ -52,7 +52,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy import text as sql
 from sqlmodel import Session
 
@@ -156,7 +156,8 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         session.delete(m)
         result.left += 1
     session.flush()
-    members = {m.thread_id: m for m in session.execute(select(PainPointMember)).scalars()}
+    members: dict[int, int] = dict(session.execute(  # thread -> its pain point (columns: no objects to hold)
+        select(PainPointMember.thread_id, PainPointMember.pain_point_id)).all())
     new_ids = list(session.execute(
         select(Thread.id).where(Thread.id.in_(pain), Thread.id.not_in(select(PainPointMember.thread_id)))
         .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)).scalars())
@@ -168,7 +169,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         placed = np.zeros(len(docs), dtype=bool)
         point_of: dict[int, int] = {}
         for tid in assigned:
-            point_of[tid] = members[tid].pain_point_id
+            point_of[tid] = members[tid]
             if tid in pos:
                 placed[pos[tid]] = True
         refs: dict[int, list[str]] = {}
@@ -245,8 +246,15 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         session.add_all(fresh_points)
         session.flush()
         real = {-1 - i: int(p.id or 0) for i, p in enumerate(fresh_points)}
-        session.add_all(PainPointMember(**{**m, "pain_point_id": real.get(m["pain_point_id"], m["pain_point_id"])})
-                        for m in fresh_members)
+        for point in fresh_points:  # (nothing below reads them as objects; the session need not hold them)
+            session.expunge(point)
+        del fresh_points
+        # Rows, not objects: an import places tens of thousands of threads, and the session's
+        # bookkeeping for as many new objects was the largest share of grouping's memory.
+        for m in fresh_members:
+            m["pain_point_id"] = real.get(m["pain_point_id"], m["pain_point_id"])
+        for chunk in (fresh_members[i:i + 5000] for i in range(0, len(fresh_members), 5000)):
+            session.execute(insert(PainPointMember.__table__), chunk)
         touched = {real.get(t, t) for t in touched}
     session.flush()
     # Pain points whose threads changed elsewhere (threads merged by an import) are stale too.
