@@ -79,6 +79,12 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
         started = now
 
     total = total_bytes(paths)
+    if total > PARALLEL_FROM_BYTES:  # an import this size writes the index in several processes
+        from .search import WhooshIndex, index_for
+
+        index = index_for(current_app.config)
+        if isinstance(index, WhooshIndex):
+            index.prepare_bulk()
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
               file=sys.stderr) as bar, dbmod.session_scope() as session:
         workers = str(current_app.config.get("IMPORT_PARALLEL", "auto")).lower()
