@@ -6,6 +6,7 @@ import email
 import email.policy
 import hashlib
 import re
+from collections.abc import Callable
 from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
@@ -122,24 +123,25 @@ def parse_raw_message(
     msg = email.message_from_bytes(raw.lstrip(b" \t\r\n"), policy=email.policy.compat32)
     if not msg.keys():
         raise ValueError("no headers")
-    subject = decode_header_value(msg.get("Subject"))
-    from_value = decode_header_value(msg.get("From") or msg.get("Sender") or msg.get("Reply-To"))
+    header = _first_headers(msg)
+    subject = decode_header_value(header("subject"))
+    from_value = decode_header_value(header("from") or header("sender") or header("reply-to"))
     if obfuscated:
         from_value = deobfuscate(from_value)
     author_name, author_email = parse_author(from_value)
-    date, date_trusted = _message_date(msg, envelope_date)
+    date, date_trusted = _message_date(msg, header("date"), envelope_date)
     text = body_text(msg)
     if obfuscated:
         text = deobfuscate(text)
     split = split_new_text(text)
-    in_reply_to_ids = message_ids(decode_header_value(msg.get("In-Reply-To")))
-    references = message_ids(decode_header_value(msg.get("References")))
-    message_id = repair_message_id(decode_header_value(msg.get("Message-ID")))
+    in_reply_to_ids = message_ids(decode_header_value(header("in-reply-to")))
+    references = message_ids(decode_header_value(header("references")))
+    message_id = repair_message_id(decode_header_value(header("message-id")))
     generated = message_id is None
     if message_id is None:
         body_hash = hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()
         message_id = generated_id(author_email or author_name, date.isoformat() if date else "", subject, body_hash)
-    name = list_name or list_name_from_id(decode_header_value(msg.get("List-Id")))
+    name = list_name or list_name_from_id(decode_header_value(header("list-id")))
     in_reply_to = in_reply_to_ids[-1] if in_reply_to_ids else None
     if in_reply_to == message_id:
         in_reply_to = None
@@ -169,10 +171,25 @@ def parse_raw_message(
     )
 
 
-def _message_date(msg: Message, envelope_date: str | None) -> tuple[datetime | None, bool]:
+def _first_headers(msg: Message) -> Callable[[str], object]:
+    """msg.get for lower-case names, from one pass over the headers (msg.get scans all of them,
+    lower-casing each name, every time it is asked)."""
+    first: dict[str, tuple[str, str]] = {}
+    for name, value in msg.raw_items():
+        first.setdefault(name.lower(), (name, value))
+    fetch = msg.policy.header_fetch_parse
+
+    def get(name: str) -> object:
+        found = first.get(name)
+        return None if found is None else fetch(*found)
+
+    return get
+
+
+def _message_date(msg: Message, date_header: object, envelope_date: str | None) -> tuple[datetime | None, bool]:
     """Date header, else the newest Received stamp, else the mbox envelope's date; and whether
     it was the message's own Date."""
-    date = parse_date(decode_header_value(msg.get("Date")))
+    date = parse_date(decode_header_value(date_header))
     if date:
         return date, True
     for received in msg.get_all("Received") or []:

@@ -27,6 +27,9 @@ _ATTRIB_RE = re.compile(
 # An attribution the archive cut before "wrote:" ("On 28-Sep-2015, at 2:51 pm, Remi Bergsma <>").
 _ATTRIB_OPEN_RE = re.compile(r"^On\s+(?P<when>.{4,60}?\d{1,2}:\d\d(?:\s*[ap]m)?)\s*,\s+(?P<who>.+?)\s*$", re.I)
 _MAILTO_RE = re.compile(r"<mailto:[^>]*>")
+# How the words that open an attribution begin (On, Am, Le, El, Il, Op, Den, W dniu), lower-cased:
+# a line that begins otherwise is no attribution, and most lines are not.
+_ATTRIB_STARTS = frozenset({"on", "am", "le", "el", "il", "op", "de", "w "})
 _WROTE_RE = re.compile(r"^\s*(?:wrote|schrieb)\s*:\s*$", re.I)
 _OUTLOOK_SEP_RE = re.compile(r"^(?:_{20,}|-{3,}\s*Original Message\s*-{3,})\s*$", re.I)
 _OUTLOOK_HDR_RE = re.compile(r"^(From|Sent|Date|To|Cc|Subject)\s*:\s*(.*)$", re.I)
@@ -57,7 +60,11 @@ def _quote_level(line: str) -> tuple[int, str]:
 
 def _attribution(lines: list[str], i: int) -> tuple[str, str, int] | None:
     """(when, who, lines used) when line i opens a quoted message ("On ... wrote:")."""
-    text = _MAILTO_RE.sub("", _quote_level(lines[i])[1].strip())
+    text = _quote_level(lines[i])[1].strip()
+    if "<mailto:" in text:
+        text = _MAILTO_RE.sub("", text)
+    if text[:2].lower() not in _ATTRIB_STARTS:  # every form below opens with one of these words
+        return None
     m = _ATTRIB_RE.match(text)
     if m:
         return m.group("when"), m.group("who"), 1
@@ -96,6 +103,8 @@ def _outlook_block(lines: list[str], i: int) -> tuple[dict[str, str], int] | Non
 
 def _starts_outlook(lines: list[str], i: int) -> tuple[dict[str, str], int] | None:
     content = _quote_level(lines[i])[1].strip()
+    if content[:1] not in ("_", "-", "F", "f"):  # a separator line or "From:"
+        return None
     if _OUTLOOK_SEP_RE.match(content) or content.lower().startswith("from:"):
         return _outlook_block([_quote_level(x)[1] for x in lines[i:i + 12]], 0)
     return None

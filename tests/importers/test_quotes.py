@@ -31,3 +31,27 @@ def test_nested_attributions_become_a_chain():
             ">> On 30 Apr 2014 09:00, Ben <ben@x.org> wrote:\n>>> ben says\n")
     segs = recover_history(body)
     assert [(s.author_email, s.text) for s in segs] == [("ann@x.org", "ann says"), ("ben@x.org", "ben says")]
+
+
+def test_attributions_in_every_language_it_knows_open_quoted_history():
+    """Lines are checked for an attribution only when they begin like one: every opening word
+    the patterns know still opens quoted history, however it is capitalised or wrapped."""
+    from importers.quotes import recover_history, split_new_text
+
+    openings = ["On Mon, Aug 11, 2014 at 9:58 AM, Robert Kukura <rk@example.org> wrote:",
+                "Am 11.08.2014, Robert Kukura <rk@example.org> schrieb:",
+                "Le 11/08/2014 09:58, Robert Kukura a écrit :", "El 11/08/2014 09:58, Robert Kukura escribió:",
+                "Il 11/08/2014 09:58, Robert Kukura ha scritto:", "Op 11-08-2014 09:58, Robert Kukura schreef:",
+                "Den 11 aug 2014 09:58, Robert Kukura skrev:", "W dniu 11.08.2014 09:58, Robert Kukura napisał:",
+                "ON MON, AUG 11, 2014 AT 9:58 AM, ROBERT KUKURA <rk@example.org> WROTE:",
+                "<mailto:rk@example.org>On Mon, Aug 11, 2014, Robert Kukura <rk@example.org> wrote:",
+                "On Mon, Aug 11, 2014 at 9:58 AM, Robert Kukura\n<rk@example.org> wrote:",
+                "On 11-Aug-2014, at 9:58 am, Robert Kukura <rk@example.org>"]
+    for opening in openings:
+        body = f"My own words.\n\n{opening}\nquoted words without a marker, once wrapped\n> and quoted ones"
+        split = split_new_text(body)
+        assert split.new_text == "My own words.", opening
+        assert opening.splitlines()[0] in split.quoted_text, opening
+        assert [s.author_name.title() for s in recover_history(body)] == ["Robert Kukura"], opening
+    body = "Mine.\n\n-----Original Message-----\nFrom: Robert <rk@example.org>\nSent: Monday\nTo: list\n\nquoted"
+    assert split_new_text(body).new_text == "Mine." and recover_history(body)[0].author_name == "Robert"
