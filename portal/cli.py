@@ -19,6 +19,7 @@ from importers.sources import FORMATS, total_bytes
 
 from . import db as dbmod
 from .auth import create_token
+from .bulk import fewer_collections
 from .enrich import Enricher
 from .ingest import Ingest, reclassify
 from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
@@ -69,6 +70,11 @@ def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = 
                show_progress: bool = False) -> dict[str, object]:
     """Import paths and return the run summary (shared by the CLI and the demo loader), with the
     seconds each step took (`seconds`: store, reclassify, group, index)."""
+    with fewer_collections():  # (20k messages: 10.6 -> 9.6 s)
+        return _run_import(paths, fmt=fmt, list_name=list_name, show_progress=show_progress)
+
+
+def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_progress: bool) -> dict[str, object]:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -988,7 +994,8 @@ def index_rebuild() -> None:
         from sqlalchemy import func as sqlfunc
 
         total = sum(int(s.execute(select(sqlfunc.count(m.id))).scalar_one()) for m in (Thread, PainPoint, Ticket))
-        with tqdm(total=total, unit="doc", desc="index", disable=not sys.stderr.isatty(), file=sys.stderr) as bar:
+        with tqdm(total=total, unit="doc", desc="index", disable=not sys.stderr.isatty(), file=sys.stderr) as bar, \
+                fewer_collections():
             n = index_for(current_app.config).rebuild(all_documents(s), progress=bar.update)
     click.echo(f"indexed {n} documents")
 

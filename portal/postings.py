@@ -157,9 +157,10 @@ class TermPool:
     """Whoosh's posting pool (what a segment writer gathers before writing postings), kept by term
     instead of by posting. Whoosh's pool holds a tuple per posting, pickles them to sorted runs
     on disk every `limitmb` and merges the runs back a posting at a time (a third of writing an
-    index); this one appends each posting to its term's arrays, and when it outgrows `limitmb`
-    writes its terms in order to a run file, a term at a time, so memory stays bounded. The field
-    writer (`_SideFieldWriter.add_postings`) takes whole terms from it, a block at a time.
+    index); this one appends each posting to its term's arrays (document, weight, value length,
+    and the values end to end: about 12 bytes and the value per posting), and when it outgrows
+    `limitmb` writes its terms in order to a run file, a term at a time, so memory stays bounded.
+    The field writer (`_SideFieldWriter.add_postings`) takes whole terms from it, a block at a time.
 
     `install(writer)` puts one in a Whoosh segment writer in place of its own."""
 
@@ -167,7 +168,7 @@ class TermPool:
         self.tempstore = tempstore
         self.limit = int(limitmb * 1024 * 1024)
         self.fieldnames: set[str] = set()
-        self.terms: dict[tuple[str, bytes], tuple[array[int], array[float], list[bytes | None]]] = {}
+        self.terms: dict[tuple[str, bytes], tuple[array[int], array[float], array[int], bytearray]] = {}
         self.size = 0
         self.runs: list[str] = []
         self.unsorted: set[tuple[str, bytes]] = set()  # terms whose documents came out of order
@@ -187,8 +188,8 @@ class TermPool:
             if docnum < self.saved_high:  # (a run on disk may hold later documents of this term)
                 self.unsorted.add((fieldname, btext))
             self.fieldnames.add(fieldname)
-            entry = self.terms[(fieldname, btext)] = (array("I"), array("f"), [])
-            self.size += 300 + len(btext)  # (the arrays, the list, the key and its dict slot)
+            entry = self.terms[(fieldname, btext)] = (array("I"), array("f"), array("I"), bytearray())
+            self.size += 400 + len(btext)  # (three arrays, a bytearray, the key and its dict slot)
         docs = entry[0]
         if docs and docnum < docs[-1]:  # (Whoosh adds a segment's documents in order, merges too)
             self.unsorted.add((fieldname, btext))
@@ -196,8 +197,13 @@ class TermPool:
         if docnum > self.high:
             self.high = docnum
         entry[1].append(weight)
-        entry[2].append(value)
-        self.size += 20 + (len(value) if value else 0)
+        if value:
+            entry[2].append(len(value))
+            entry[3].extend(value)
+            self.size += 12 + len(value)
+        else:
+            entry[2].append(0)
+            self.size += 12
         if self.size > self.limit:
             self.save()
 
@@ -209,8 +215,7 @@ class TermPool:
         with self.tempstore.create_file(name).raw_file() as f:
             dump = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump
             for key in sorted(self.terms):
-                docs, weights, values = self.terms[key]
-                dump((key, docs, weights, values))
+                dump((key, *self.terms[key]))
         self.runs.append(name)
         self.terms, self.size, self.saved_high = {}, 0, self.high
 
@@ -224,8 +229,9 @@ class TermPool:
                     return
 
     def iter_terms(self) -> Any:
-        """(fieldname, term, documents, weights, values) in term order, each term's documents in
-        order (the runs hold ever later documents, so a term's pieces join in run order)."""
+        """(fieldname, term, documents, weights, value lengths, values) in term order, each
+        term's documents in order (the runs hold ever later documents, so a term's pieces join
+        in run order)."""
         import heapq
 
         if not self.runs:
@@ -234,27 +240,33 @@ class TermPool:
             return
         self.save()
         current: Any = None
-        for key, docs, weights, values in heapq.merge(*(self._read_run(r) for r in self.runs),
-                                                      key=lambda record: record[0]):
+        for key, docs, weights, lengths, values in heapq.merge(*(self._read_run(r) for r in self.runs),
+                                                               key=lambda record: record[0]):
             if current is not None and current[0] == key:
                 current[1].extend(docs)
                 current[2].extend(weights)
-                current[3].extend(values)
+                current[3].extend(lengths)
+                current[4].extend(values)
                 continue
             if current is not None:
                 yield self._in_order(*current)
-            current = [key, docs, weights, values]
+            current = [key, docs, weights, lengths, values]
         if current is not None:
             yield self._in_order(*current)
 
-    def _in_order(self, key: tuple[str, bytes], docs: array[int], weights: array[float],
-                  values: list[bytes | None]) -> tuple[str, bytes, array[int], array[float], list[bytes | None]]:
+    def _in_order(self, key: tuple[str, bytes], docs: array[int], weights: array[float], lengths: array[int],
+                  values: bytearray) -> tuple[str, bytes, array[int], array[float], list[bytes]]:
+        """The term's postings with its values as a list of bytes (b"" for none)."""
+        blob, at, split = bytes(values), 0, []
+        for n in lengths:
+            split.append(blob[at:at + n])
+            at += n
         if key in self.unsorted:  # in document order, as Whoosh's sorted pool gives them
             order = sorted(range(len(docs)), key=docs.__getitem__)
             docs = array("I", (docs[i] for i in order))
             weights = array("f", (weights[i] for i in order))
-            values = [values[i] for i in order]
-        return key[0], key[1], docs, weights, values
+            split = [split[i] for i in order]
+        return key[0], key[1], docs, weights, split
 
     def iter_postings(self) -> Any:
         """What Whoosh's pool gives: (fieldname, term, document, weight, value) in order."""

@@ -20,6 +20,7 @@ same interface on PostgreSQL full-text search.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import re
 import shutil
@@ -39,6 +40,8 @@ from whoosh.fields import TEXT
 from whoosh.highlight import Formatter, get_text, htmlescape
 from whoosh.multiproc import MpWriter, SubWriterTask
 from whoosh.system import pack_uint as _pack_uint
+
+from . import bulk
 
 # (_SideCodec is also found here by indexes written while it lived in this module.)
 from .postings import (
@@ -393,6 +396,9 @@ class _WriterTask(SubWriterTask):  # type: ignore[misc]
 
     def _process_file(self, filename: str, doc_count: int) -> None:
         TermPool.install(self.writer)  # (the task makes its writer itself, in run())
+        # Bulk work (portal.bulk) for the process's whole life: writing 40,000 documents in one
+        # process spent a quarter of its time in the cycle collector (28.9 -> 21.6 s).
+        gc.set_threshold(*bulk.THRESHOLDS)
         super()._process_file(filename, doc_count)
 
 
