@@ -19,7 +19,7 @@ from importers.sources import FORMATS, total_bytes
 
 from . import db as dbmod
 from .auth import create_token
-from .bulk import fewer_collections
+from .bulk import fewer_collections, skip_last_collection
 from .enrich import Enricher
 from .ingest import Ingest, reclassify
 from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
@@ -143,6 +143,7 @@ def _reindex(**what: Any) -> dict[str, object]:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @with_appcontext
 def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[Path, ...]) -> None:
+    skip_last_collection()
     summary = run_import(list(paths), fmt=fmt, list_name=list_name, show_progress=sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(summary))
@@ -988,6 +989,8 @@ def index_group() -> None:
 @index_group.command("rebuild", help="Build a fresh index beside the live one, then swap it in.")
 def index_rebuild() -> None:
     from .models import PainPoint, Thread, Ticket
+
+    skip_last_collection()
     from .search import all_documents, index_for
 
     with dbmod.session_scope() as s:
