@@ -147,9 +147,17 @@ class _SidePostingsWriter(W3PostingsWriter):  # type: ignore[misc]
         super()._write_block(last)
 
     def finish_postings(self) -> Any:
-        if not self._byteids and not self.written() and len(self) < self._inlinelimit:  # inlined
-            self.side_ids.extend(self._ids)
-            self.side_weights.extend(self._weights)
+        if not self.written() and len(self) < self._inlinelimit:
+            # Inlined into the term's entry. (Whoosh's own code for this calls a method its term
+            # info does not have, which is why its default limit inlines nothing.)
+            if not self._byteids:
+                self.side_ids.extend(self._ids)
+                self.side_weights.extend(self._weights)
+            terminfo: Any = self._terminfo
+            terminfo.add_block(self)
+            terminfo.set_inlined(self._ids, self._weights, self._values)
+            self._terminfo = None
+            return terminfo
         return super().finish_postings()
 
 
@@ -357,6 +365,13 @@ class _SideFieldWriter(W3FieldWriter):  # type: ignore[misc]
         super().close()
 
 
+# Terms with fewer postings than this keep them in their term's entry instead of a block of the
+# postings file (Whoosh's "inline" postings; its default limit, 1, inlines none). Most of an
+# archive's terms are rare (ids, numbers, names): a block each, pickled, compressed and written,
+# was over a third of writing the index.
+INLINE_LIMIT = 8
+
+
 class _SideCodec(W3Codec):  # type: ignore[misc]
     """Whoosh's codec (the same files, read by Whoosh as ever) plus the posting arrays. Segments
     record their codec, so older segments without arrays are read through Whoosh's blocks.
@@ -366,6 +381,9 @@ class _SideCodec(W3Codec):  # type: ignore[misc]
     walk, which then bounds a block's best score by length 0 (looser, still exact)."""
 
     length_stats = False
+
+    def __init__(self, blocklimit: int = 128, compression: int = 3, inlinelimit: int = INLINE_LIMIT):
+        super().__init__(blocklimit=blocklimit, compression=compression, inlinelimit=inlinelimit)
 
     def field_writer(self, storage: Any, segment: Any) -> Any:
         return _SideFieldWriter(self, storage, segment)
@@ -541,6 +559,7 @@ def _postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple
 def _block_postings(reader: Any, fieldname: str, text: Any, *, weights: bool) -> tuple[Any, Any]:
     """_postings read through Whoosh's posting blocks (up to 128 documents each)."""
     import numpy as np
+    from whoosh.matching import ListMatcher
     from whoosh.reading import TermNotFound
 
     nothing = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
@@ -549,6 +568,10 @@ def _block_postings(reader: Any, fieldname: str, text: Any, *, weights: bool) ->
     except TermNotFound:
         return nothing
     leaf = getattr(matcher, "child", matcher)  # deletions are applied below, not one by one
+    if isinstance(leaf, ListMatcher):  # postings inlined in the term's entry
+        ids = np.asarray(leaf._ids, dtype=np.int64)
+        found = np.asarray(leaf._weights or [1.0] * len(ids), dtype=np.float64) if weights else nothing[1]
+        return _without_deleted(reader, ids, found, weights)
     id_blocks, weight_blocks = [], []
     while leaf.is_active():
         leaf._read_ids()
