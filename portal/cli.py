@@ -989,9 +989,9 @@ def index_group() -> None:
 @index_group.command("rebuild", help="Build a fresh index beside the live one, then swap it in.")
 def index_rebuild() -> None:
     from .models import PainPoint, Thread, Ticket
+    from .search import all_documents, index_for
 
     skip_last_collection()
-    from .search import all_documents, index_for
 
     with dbmod.session_scope() as s:
         from sqlalchemy import func as sqlfunc

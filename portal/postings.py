@@ -153,7 +153,7 @@ class _SidePostingsWriter(W3PostingsWriter):  # type: ignore[misc]
             if not self._byteids:
                 self.side_ids.extend(self._ids)
                 self.side_weights.extend(self._weights)
-            terminfo: Any = self._terminfo
+            terminfo: Any = self._terminfo  # type: ignore[has-type]
             terminfo.add_block(self)
             terminfo.set_inlined(self._ids, self._weights, self._values)
             self._terminfo = None
@@ -237,9 +237,8 @@ class TermPool:
                     return
 
     def iter_terms(self) -> Any:
-        """(fieldname, term, documents, weights, value lengths, values) in term order, each
-        term's documents in order (the runs hold ever later documents, so a term's pieces join
-        in run order)."""
+        """(fieldname, term, documents, weights, values) in term order, each term's documents
+        in order (the runs hold ever later documents, so a term's pieces join in run order)."""
         import heapq
 
         if not self.runs:
