@@ -27,9 +27,10 @@ _ATTRIB_RE = re.compile(
 # An attribution the archive cut before "wrote:" ("On 28-Sep-2015, at 2:51 pm, Remi Bergsma <>").
 _ATTRIB_OPEN_RE = re.compile(r"^On\s+(?P<when>.{4,60}?\d{1,2}:\d\d(?:\s*[ap]m)?)\s*,\s+(?P<who>.+?)\s*$", re.I)
 _MAILTO_RE = re.compile(r"<mailto:[^>]*>")
-# How the words that open an attribution begin (On, Am, Le, El, Il, Op, Den, W dniu), lower-cased:
-# a line that begins otherwise is no attribution, and most lines are not.
-_ATTRIB_STARTS = frozenset({"on", "am", "le", "el", "il", "op", "de", "w "})
+# How the words that open an attribution begin (On, Am, Le, El, Il, Op, Den, W dniu), matched as
+# the patterns above match them (re.I: "ıl" is "Il" to them): a line that begins otherwise is no
+# attribution, and most lines are not.
+_ATTRIB_START_RE = re.compile(r"(?:On|Am|Le|El|Il|Op|De|W )", re.I)
 _WROTE_RE = re.compile(r"^\s*(?:wrote|schrieb)\s*:\s*$", re.I)
 _OUTLOOK_SEP_RE = re.compile(r"^(?:_{20,}|-{3,}\s*Original Message\s*-{3,})\s*$", re.I)
 _OUTLOOK_HDR_RE = re.compile(r"^(From|Sent|Date|To|Cc|Subject)\s*:\s*(.*)$", re.I)
@@ -63,7 +64,7 @@ def _attribution(lines: list[str], i: int) -> tuple[str, str, int] | None:
     text = _quote_level(lines[i])[1].strip()
     if "<mailto:" in text:
         text = _MAILTO_RE.sub("", text)
-    if text[:2].lower() not in _ATTRIB_STARTS:  # every form below opens with one of these words
+    if not _ATTRIB_START_RE.match(text):  # every form below opens with one of these words
         return None
     m = _ATTRIB_RE.match(text)
     if m:

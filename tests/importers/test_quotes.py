@@ -46,7 +46,8 @@ def test_attributions_in_every_language_it_knows_open_quoted_history():
                 "ON MON, AUG 11, 2014 AT 9:58 AM, ROBERT KUKURA <rk@example.org> WROTE:",
                 "<mailto:rk@example.org>On Mon, Aug 11, 2014, Robert Kukura <rk@example.org> wrote:",
                 "On Mon, Aug 11, 2014 at 9:58 AM, Robert Kukura\n<rk@example.org> wrote:",
-                "On 11-Aug-2014, at 9:58 am, Robert Kukura <rk@example.org>"]
+                "On 11-Aug-2014, at 9:58 am, Robert Kukura <rk@example.org>",
+                "ıl 11/08/2014 09:58, Robert Kukura ha scritto:"]  # (a dotless i is an I to re.I)
     for opening in openings:
         body = f"My own words.\n\n{opening}\nquoted words without a marker, once wrapped\n> and quoted ones"
         split = split_new_text(body)
