@@ -82,7 +82,7 @@ from .threads import iso, painful_threads, thread_components, thread_pain, threa
 
 JOIN_TITLE = 0.8
 JOIN_WORDS = 0.3
-JOIN_SAME_TEXT = 0.6
+JOIN_SAME_TEXT = 0.6  # (at least JOIN_WORDS: group() looks at titles only past JOIN_WORDS)
 
 WEBMAIL = frozenset({"gmail.com", "googlemail.com", "yahoo.com", "hotmail.com", "outlook.com", "live.com",
                      "aol.com", "icloud.com", "me.com", "mail.ru", "yandex.ru", "qq.com", "163.com", "126.com",
@@ -209,9 +209,12 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                     break
             if target is None and tid in pos and placed.any():
                 i = pos[tid]
-                titles = index.title_cosine_of(i)
                 words = index.word_cosine(i)
-                ok = placed & (((titles >= JOIN_TITLE) & (words >= JOIN_WORDS)) | (words >= JOIN_SAME_TEXT))
+                # Either way of joining needs words >= JOIN_WORDS (JOIN_SAME_TEXT is higher): the
+                # title cosines, the dearer half, are worked out only when some placed thread has that.
+                near = placed & (words >= JOIN_WORDS)
+                titles = index.title_cosine_of(i) if near.any() else np.zeros_like(words)
+                ok = near & ((titles >= JOIN_TITLE) | (words >= JOIN_SAME_TEXT))
                 best = np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]
                 comps_of([int(docs[j].id) for j in best])
                 for j in best:
