@@ -183,7 +183,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         def comps_of(tids: list[int]) -> None:
             wanted = [t for t in tids if t not in comps]
             for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
-                found = thread_components(session, chunk)
+                found = thread_components(session, chunk, reasons=False)
                 comps.update({t: {c["name"] for c in found.get(t, [])} for t in chunk})
 
         comps_of(new_ids)
@@ -563,7 +563,7 @@ def components_of(session: Session, pp_ids: list[int]) -> dict[int, list[str]]:
     for pp, tid in session.execute(select(PainPointMember.pain_point_id, PainPointMember.thread_id)
                                    .where(PainPointMember.pain_point_id.in_(pp_ids))):
         threads.setdefault(pp, []).append(tid)
-    per_thread = thread_components(session, [t for ts in threads.values() for t in ts])
+    per_thread = thread_components(session, [t for ts in threads.values() for t in ts], reasons=False)
     out: dict[int, dict[str, int]] = {}
     for pp, ts in threads.items():
         counts = out.setdefault(pp, {})

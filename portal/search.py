@@ -153,7 +153,7 @@ def thread_documents(session: Session, thread_ids: list[int] | None = None) -> I
             authors.setdefault(tid, set()).update(x for x in (name, email) if x)
             if role:
                 roles.setdefault(tid, set()).add(role)
-        comps = thread_components(session, chunk)
+        comps = thread_components(session, chunk, reasons=False)
         refs = thread_refs(session, chunk)
         points: dict[int, str] = dict(session.execute(
             select(PainPointMember.thread_id, PainPoint.status)

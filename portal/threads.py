@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app, has_app_context
-from sqlalchemy import func, select
+from sqlalchemy import func, literal, select
 from sqlmodel import Session
 
 from importers.text import parse_date
@@ -139,19 +139,23 @@ def threads_with_component(component: str) -> Any:
     return select(Thread.id).where((Thread.id.in_(judged) | Thread.id.in_(confirmed)) & Thread.id.not_in(rejected))
 
 
-def thread_components(session: Session, thread_ids: list[int | None]) -> dict[int, list[dict[str, Any]]]:
+def thread_components(session: Session, thread_ids: list[int | None], *,
+                      reasons: bool = True) -> dict[int, list[dict[str, Any]]]:
     """Each thread's components: the best judgment over its messages, with developers' corrections
-    applied (confirmed ones added, rejected ones removed)."""
+    applied (confirmed ones added, rejected ones removed). `reasons=False` leaves the judgments'
+    reasons out (empty lists): callers that want only the names (grouping, the search index) need
+    not decode every judgment's JSON."""
     if not thread_ids:
         return {}
     per_thread: dict[int, list[tuple[str, float, list[str]]]] = {}
     versions: dict[int, str] = {}
+    why = MessageComponent.reasons if reasons else literal("")
     rows = session.execute(
-        select(Message.thread_id, MessageComponent.component, MessageComponent.confidence, MessageComponent.reasons,
+        select(Message.thread_id, MessageComponent.component, MessageComponent.confidence, why,
                MessageComponent.ruleset_version)
         .join(Message, Message.id == MessageComponent.message_pk).where(Message.thread_id.in_(thread_ids))).all()
-    for tid, comp, conf, reasons, version in rows:
-        per_thread.setdefault(tid, []).append((comp, conf, json.loads(reasons or "[]")))
+    for tid, comp, conf, said, version in rows:
+        per_thread.setdefault(tid, []).append((comp, conf, json.loads(said or "[]") if reasons else []))
         versions[tid] = version
     ratio = _taxonomy().secondary_ratio
     best: dict[int, dict[str, dict[str, Any]]] = {

@@ -162,6 +162,15 @@ def test_same_problem_joins_other_problems_start_their_own(client, import_paths,
     detail = client.get(f"/api/v1/painpoints/{quota['id']}").get_json()
     assert {r["joined"] for r in detail["reports"]} == {"new", "similar"}
     assert "quotas" in quota["components"]
+    # Grouping and the search index read components without decoding their reasons: the same ones.
+    from portal import db as dbmod
+    from portal.threads import thread_components
+
+    with client.application.app_context(), dbmod.session_scope() as s:
+        ids = [r["id"] for r in detail["reports"]]
+        full, bare = thread_components(s, ids), thread_components(s, ids, reasons=False)
+        assert full and [[c["name"] for c in full[t]] for t in ids] == [[c["name"] for c in bare[t]] for t in ids]
+        assert all(c["reasons"] for t in ids for c in full[t]) and not any(c["reasons"] for t in ids for c in bare[t])
 
 
 def test_merge_counts_people_once_and_undo_restores_both(client, import_paths, tmp_path, dev, operator):
