@@ -58,6 +58,8 @@ def import_with_earshot(path: Path, data_dir: Path) -> dict[str, Any]:
     if wrapper["rc"] != 0:
         raise SystemExit(f"earshot import failed: {wrapper['err']}")
     summary = json.loads(wrapper["out"])
+    if summary.get("index_problem"):  # stored, but not searchable: not a run to report figures of
+        raise SystemExit(f"earshot import did not write its search index: {summary['index_problem']}")
     return {"seconds": elapsed, "messages_new": summary["messages_new"], "peak_rss_mb": wrapper["maxrss_kb"] / 1024,
             "steps": summary.get("seconds", {})}
 

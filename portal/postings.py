@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 import pickle
 import struct
 import sys
@@ -31,6 +32,7 @@ from typing import Any
 
 from whoosh.codec.whoosh3 import W3Codec, W3FieldWriter, W3PostingsWriter
 from whoosh.scoring import BM25F, BM25FScorer
+from whoosh.util import random_name
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +221,14 @@ class TermPool:
         """Write the terms held in memory to a run file, in order, and forget them."""
         if not self.terms:
             return
-        name = f"terms-{len(self.runs)}-{id(self)}.run"
+        # Writer processes share the index's temporary folder: names must differ between them
+        # (an id() does not: processes forked alike allocate alike).
+        name = f"terms-{os.getpid()}-{random_name(12)}.run"
         with self.tempstore.create_file(name).raw_file() as f:
-            dump = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump
+            pickler = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
             for key in sorted(self.terms):
-                dump((key, *self.terms[key]))
+                pickler.dump((key, *self.terms[key]))
+                pickler.clear_memo()  # (each term stands alone; the memo would keep every array alive)
         self.runs.append(name)
         self.terms, self.size, self.saved_high = {}, 0, self.high
 

@@ -453,9 +453,10 @@ class WhooshIndex:
     writer: `procs` processes analyse and write a segment each while this one reads documents
     from the database; analysis is pure Python, so on two cores this nearly halves the time."""
 
-    def __init__(self, folder: Path, procs: int = 1):
+    def __init__(self, folder: Path, procs: int = 1, *, limitmb: float = 128):
         self.folder = folder
         self.procs = max(1, procs)
+        self.limitmb = limitmb  # postings each writer gathers in memory before spilling them to disk
 
     def prepare_bulk(self) -> None:
         """Start the server that bulk writer processes are forked from now, with this module
@@ -470,9 +471,9 @@ class WhooshIndex:
     def _writer(self, ix: Any, *, bulk: bool, **options: Any) -> Any:
         if bulk and self.procs > 1:
             # One segment per process, not merged at the end (merging would cost another pass).
-            return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=128, codec=_SideCodec(),
+            return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=self.limitmb, codec=_SideCodec(),
                                **options)
-        return TermPool.install(ix.writer(limitmb=128, codec=_SideCodec(), **options))
+        return TermPool.install(ix.writer(limitmb=self.limitmb, codec=_SideCodec(), **options))
 
     @staticmethod
     def _abandon(writer: Any) -> None:

@@ -571,3 +571,24 @@ def test_the_term_pool_puts_documents_added_out_of_order_in_order(tmp_path):
     assert len(pool.runs) == 8 and len(list(tmp_path.iterdir())) == 8  # one run per posting
     pool.cleanup()
     assert not list(tmp_path.iterdir())
+
+
+def test_writer_processes_that_spill_postings_to_disk_write_the_whole_index(tmp_path):
+    """Past their memory limit writer processes spill postings to run files in the index's
+    temporary folder, which they share (their names carry the process and a random part): the
+    index they write holds every term and document a single process writes."""
+    from portal.search import BULK_FROM, WhooshIndex
+
+    n = BULK_FROM + 300
+    docs = list(_docs(n))
+    one, spilling = WhooshIndex(tmp_path / "one", procs=1), WhooshIndex(tmp_path / "two", procs=2, limitmb=0.02)
+    assert one.rebuild(docs) == spilling.rebuild(docs) == n  # (a writer process that failed raises)
+    stats = []
+    for index in (one, spilling):
+        searcher = index.searcher()
+        reader = searcher.reader()
+        stats.append({t: (reader.doc_frequency(*t), reader.frequency(*t)) for t in reader.all_terms()})
+        assert searcher.doc_count() == n
+    assert stats[0] == stats[1] and len(stats[0]) > 500
+    for q in ("quota", "l3-agent", "floating component:nova", '"quota usage"'):
+        assert one.search(parse(q))["total"] == spilling.search(parse(q))["total"] > 0
