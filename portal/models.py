@@ -61,7 +61,8 @@ class Message(SQLModel, table=True):
     person_id: int | None = Field(default=None, foreign_key="person.id", index=True)
     subject: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     date: datetime | None = Field(default=None, sa_type=DateTime)
-    in_reply_to: str | None = Field(default=None, max_length=998)
+    # Indexed: an import looks up the children stored earlier that wait for each new parent.
+    in_reply_to: str | None = Field(default=None, max_length=998, index=True)
     new_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     quoted_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # zlib-compressed original bytes, kept so messages can be reprocessed when rules change.
