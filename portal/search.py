@@ -35,9 +35,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import Session
-from whoosh.analysis import Filter
+from whoosh.analysis import STOP_WORDS, Filter
 from whoosh.fields import TEXT
 from whoosh.highlight import Formatter, get_text, htmlescape
+from whoosh.lang.porter import stem as porter_stem
 from whoosh.multiproc import MpWriter, SubWriterTask
 from whoosh.system import pack_uint as _pack_uint
 
@@ -278,10 +279,7 @@ class _WordTerms:
     archive repeats its words, and Whoosh's token stream costs several Python calls per word."""
 
     def __init__(self) -> None:
-        from whoosh.analysis import STOP_WORDS
-        from whoosh.lang.porter import stem
-
-        self.stops, self.stem = STOP_WORDS, stem
+        self.stops, self.stem = STOP_WORDS, porter_stem
         self.known: dict[str, tuple[str, ...]] = {}
 
     def __call__(self, word: str) -> tuple[str, ...]:
@@ -301,7 +299,7 @@ class _WordTerms:
 _CODE_SPLIT = re.compile(r"[-.:/]")
 _WORD_RE = re.compile(_WORD)
 _SPELL_RE = re.compile(_SPELL_WORD)
-_word_terms: _WordTerms | None = None
+_word_terms = _WordTerms()  # (per process: writer processes each fill their own)
 
 
 def _fast_text(kind: str, **options: Any) -> Any:
@@ -330,9 +328,7 @@ class FastText(TEXT):  # type: ignore[misc]
                 word = word.lower()
                 counts[word] = counts.get(word, 0) + 1
             return [(w.encode("utf-8"), n, float(n) * boost, _pack_uint(n)) for w, n in counts.items()]
-        global _word_terms
-        terms_of = _word_terms or _WordTerms()
-        _word_terms = terms_of
+        terms_of = _word_terms
         positions: dict[str, list[int]] = {}
         at = -1  # StopFilter renumbers: the first term keeps its word's position, the rest follow on
         for i, word in enumerate(_WORD_RE.findall(value)):
