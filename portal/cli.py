@@ -85,7 +85,10 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
         started = now
 
     total = total_bytes(paths)
-    if total > PARALLEL_FROM_BYTES:  # an import this size writes the index in several processes
+    large = total > PARALLEL_FROM_BYTES
+    workers = str(current_app.config.get("IMPORT_PARALLEL", "auto")).lower()
+    parallel = (os.cpu_count() or 1) > 1 and large if workers == "auto" else workers in ("1", "true", "yes", "on")
+    if large:  # an import this size also writes the index in several processes (EARSHOT_INDEX_PROCS)
         from .search import WhooshIndex, index_for
 
         index = index_for(current_app.config)
@@ -93,9 +96,6 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
             index.prepare_bulk()
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
               file=sys.stderr) as bar, dbmod.session_scope() as session:
-        workers = str(current_app.config.get("IMPORT_PARALLEL", "auto")).lower()
-        parallel = (os.cpu_count() or 1) > 1 and total > PARALLEL_FROM_BYTES if workers == "auto" \
-            else workers in ("1", "true", "yes", "on")
         ingest = Ingest(session, enricher=Enricher.from_config(current_app.config), parse_in_parallel=parallel,
                         batch_size=int(current_app.config["IMPORT_BATCH"]),
                         subject_window_days=int(current_app.config["SUBJECT_WINDOW_DAYS"]))

@@ -489,8 +489,10 @@ class WhooshIndex:
         (Whoosh waits a second for its result, then goes on): a failure is an error here."""
         failed = [t for t in getattr(writer, "tasks", []) if t.exitcode != 0]
         if failed:
+            codes = ", ".join(str(t.exitcode) for t in failed)
             raise IndexWriteError(f"{len(failed)} of {len(writer.tasks)} index writer processes failed: "
-                                  "their documents did not reach the search index")
+                                  f"their documents did not reach the search index in {writer.storage.folder} "
+                                  f"(exit code {codes}; each printed its error on standard error)")
 
     def current(self) -> Path | None:
         pointer = self.folder / "CURRENT"

@@ -212,8 +212,9 @@ def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an
     live = several.current()
     broken = list(_docs(n))
     broken[500]["date"] = date(2016, 1, 1)  # not a datetime: the writer process given this batch dies on it
-    with pytest.raises(IndexWriteError, match=r"1 of 2 index writer processes failed"):
+    with pytest.raises(IndexWriteError, match=r"1 of 2 index writer processes failed") as failure:
         several.rebuild(broken)
+    assert str(tmp_path / "two") in str(failure.value) and "exit code 1" in str(failure.value)
     assert several.current() == live and several.search(parse("grenade"))["total"] == n
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["CURRENT", live.name]
 
