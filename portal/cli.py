@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,14 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
     large = total > PARALLEL_FROM_BYTES
     workers = str(current_app.config.get("IMPORT_PARALLEL", "auto")).lower()
     parallel = (os.cpu_count() or 1) > 1 and large if workers == "auto" else workers in ("1", "true", "yes", "on")
+    bulk_index = None
     if large:  # an import this size also writes the index in several processes (EARSHOT_INDEX_PROCS)
         from .search import WhooshIndex, index_for
 
         index = index_for(current_app.config)
-        if isinstance(index, WhooshIndex):
+        if isinstance(index, WhooshIndex) and index.procs > 1:
             index.prepare_bulk()
+            bulk_index = index
     with tqdm(total=total, unit="B", unit_scale=True, desc="import", disable=not show_progress,
               file=sys.stderr) as bar, dbmod.session_scope() as session:
         ingest = Ingest(session, enricher=Enricher.from_config(current_app.config), parse_in_parallel=parallel,
@@ -107,11 +110,22 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
         summary["rejudged"] = reclassify(session, ingest.enricher, show_progress=show_progress) \
             if ingest.enricher is not None else 0
     lap("reclassify")
-    with dbmod.session_scope() as session:
-        grouped = group(session)
+    # The index writer processes get the threads grouping cannot change first, and analyse them
+    # while this process groups (20k messages: grouping and indexing 4.3 -> 3.9 s).
+    update, settled = _index_settled(bulk_index, result.threads) if bulk_index is not None else (None, [])
+    if update is not None:
+        lap("index_settled")
+    try:
+        with dbmod.session_scope() as session:
+            grouped = group(session)
+    except BaseException:
+        if update is not None:
+            update.abandon()
+        raise
     summary["pain_points"] = grouped.as_dict()
     lap("group")
-    summary.update(_reindex(thread_ids=result.threads, painpoint_ids=grouped.touched))
+    summary.update(_reindex(thread_ids=set(result.threads) - set(settled), painpoint_ids=grouped.touched,
+                            update=update))
     lap("index")
     summary["seconds"] = seconds
     return summary
@@ -121,6 +135,26 @@ def _echo_problems(problems: Any) -> None:
     """Each problem on stderr with its file and position."""
     for p in problems:
         click.echo(f"  {p['file']}: {p['where']}: {p['reason']}", err=True)
+
+
+def _index_settled(index: Any, thread_ids: Iterable[int]) -> tuple[Any, list[int]]:
+    """Start a bulk index update with the documents of the threads grouping leaves as they are
+    (painpoints.settled_threads): (the update, those threads). If the index cannot take them now,
+    (None, []): the index step after grouping writes every thread as it would have."""
+    from .painpoints import settled_threads
+    from .search import thread_documents
+
+    update = None
+    try:
+        with dbmod.session_scope() as session:
+            settled = settled_threads(session, thread_ids)
+            update = index.begin_update(bulk=True)
+            update.add(thread_documents(session, settled))
+    except Exception:  # noqa: BLE001 - the index step reports what stops the index
+        if update is not None:
+            update.abandon()
+        return None, []
+    return update, settled
 
 
 def _reindex(**what: Any) -> dict[str, object]:

@@ -133,6 +133,22 @@ def _unlinked(session: Session) -> set[tuple[int, str]]:
                                                .where(PainPointTicket.state == "unlinked"))}
 
 
+def settled_threads(session: Session, thread_ids: Iterable[int], *, threshold: float | None = None) -> list[int]:
+    """The threads among these that group() leaves as they are: not judged pain (it places only
+    pain) and in no pain point (it takes out, and refreshes, only members). Their search
+    documents can be written while it runs."""
+    from .threads import _taxonomy
+
+    if threshold is None:
+        threshold = _taxonomy().pain.threshold
+    pain = painful_threads(threshold)
+    ids = sorted(set(thread_ids))
+    return [t for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500))
+            for t in session.execute(select(Thread.id).where(
+                Thread.id.in_(chunk), Thread.id.not_in(pain),
+                Thread.id.not_in(select(PainPointMember.thread_id))).order_by(Thread.id)).scalars()]
+
+
 def group(session: Session, *, threshold: float | None = None, now: datetime | None = None) -> GroupResult:
     """Put every pain thread not yet in a pain point into one, take out threads no longer judged
     pain (unless a developer put them there), and refresh the pain points that changed."""

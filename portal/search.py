@@ -419,6 +419,37 @@ class _BulkWriter(MpWriter):  # type: ignore[misc]
         return task
 
 
+class IndexUpdate:
+    """Documents handed to an index writer as they come, live once committed. With a bulk writer
+    the writer processes analyse them in the background: an import hands over the threads
+    grouping cannot change, groups its pain points meanwhile, then adds the rest."""
+
+    def __init__(self, index: WhooshIndex, *, bulk: bool):
+        ix = index.open(create=True)
+        self.fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
+        self.writer = index._writer(ix, bulk=bulk, timeout=60.0)
+        self.count = 0
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self.writer.delete_by_term("key", key)
+
+    def add(self, docs: Iterable[dict[str, Any]]) -> None:
+        add = self.writer.add_document if self.fresh else self.writer.update_document
+        for doc in docs:
+            add(**_fields(doc))
+            self.count += 1
+
+    def commit(self) -> int:
+        """Make the documents live; the number added."""
+        self.writer.commit()
+        WhooshIndex._check_written(self.writer)
+        return self.count
+
+    def abandon(self) -> None:
+        WhooshIndex._abandon(self.writer)
+
+
 def whoosh_query(schema: Any, q: Query) -> Any:
     """The Whoosh query for a parsed query: words over title and text, and the filters."""
     from whoosh import qparser
@@ -556,23 +587,19 @@ class WhooshIndex:
         """Replace (or add) documents, one writer at a time (waits up to a minute for the lock).
         `expected` is about how many documents will come: from BULK_FROM on, several processes
         write them."""
-        ix = self.open(create=True)
-        fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
-        bulk = expected >= BULK_FROM
-        writer = self._writer(ix, bulk=bulk, timeout=60.0)
-        n = 0
+        update = self.begin_update(bulk=expected >= BULK_FROM)
         try:
-            for key in delete_keys:
-                writer.delete_by_term("key", key)
-            for doc in docs:
-                (writer.add_document if fresh else writer.update_document)(**_fields(doc))
-                n += 1
+            update.delete(delete_keys)
+            update.add(docs)
         except BaseException:
-            self._abandon(writer)
+            update.abandon()
             raise
-        writer.commit()
-        self._check_written(writer)
-        return n
+        return update.commit()
+
+    def begin_update(self, *, bulk: bool) -> IndexUpdate:
+        """An update that takes documents now and makes them live at its commit (it holds the
+        index's lock, waiting up to a minute for it, until then)."""
+        return IndexUpdate(self, bulk=bulk)
 
     def searcher(self) -> Any:
         """This thread's searcher of the live generation, kept between requests (opening one
@@ -932,12 +959,31 @@ def index_for(config: Any) -> WhooshIndex | PostgresIndex:
 
 
 def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),
-            painpoint_ids: Iterable[int] | None = (), tickets: bool = False, removed: Iterable[str] = ()) -> int:
+            painpoint_ids: Iterable[int] | None = (), tickets: bool = False, removed: Iterable[str] = (),
+            update: IndexUpdate | None = None) -> int:
     """Bring the index up to date after the database committed: the given threads, the given
     pain points (None: every one, merged ones removed) and, when asked, every ticket; `removed`
-    names documents to drop (a deleted report: "report:7")."""
+    names documents to drop (a deleted report: "report:7"). With `update`, the documents join
+    that update, which this commits (or abandons, on an error); the number returned then counts
+    the documents it held before too."""
     from itertools import chain
 
+    try:
+        docs, gone, expected = _changes(session, thread_ids, painpoint_ids, tickets, removed)
+        if update is None:
+            return index_for(config).update(chain.from_iterable(docs), gone, expected=expected)
+        update.delete(gone)
+        update.add(chain.from_iterable(docs))
+    except BaseException:
+        if update is not None:
+            update.abandon()
+        raise
+    return update.commit()
+
+
+def _changes(session: Session, thread_ids: Iterable[int], painpoint_ids: Iterable[int] | None, tickets: bool,
+             removed: Iterable[str]) -> tuple[list[Iterable[dict[str, Any]]], list[str], int]:
+    """What reindex() writes: document streams, keys to delete, and about how many documents."""
     from .models import PainPoint, Thread
 
     # Documents stream to the writer (500 threads at a time), so memory does not grow with the
@@ -965,7 +1011,7 @@ def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),
         gone += [f"painpoint:{i}" for i in ids if i not in live]
     if tickets:
         parts.append(ticket_documents(session))
-    return index_for(config).update(chain.from_iterable(parts), gone, expected=expected)
+    return parts, gone, expected
 
 
 def reindex_painpoints(session: Session, config: Any, ids: list[int]) -> int:

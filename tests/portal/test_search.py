@@ -219,6 +219,52 @@ def test_bulk_index_writes_in_several_processes_equal_one_and_a_lost_batch_is_an
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["CURRENT", live.name]
 
 
+def test_a_large_import_indexes_settled_threads_while_grouping_and_leaves_the_index_a_rebuild_would(
+        app, import_paths, session, tmp_path):
+    """An import large enough for the bulk writer hands it the threads grouping leaves alone (not
+    pain, in no pain point) before grouping, and the rest after: every thread and pain point is
+    in the index once, with what a rebuild from the database writes (pain threads carry the
+    status of the pain point grouping put them in)."""
+    from sqlmodel import select
+
+    from portal.cli import PARALLEL_FROM_BYTES
+    from portal.demo import write_mbox
+    from portal.models import PainPoint, PainPointMember, Thread
+    from portal.painpoints import settled_threads
+    from portal.search import WhooshIndex, index_for
+
+    app.config.update(INDEX_PROCS=2, SEARCH_BACKEND="whoosh")  # (the PostgreSQL leg too: its database, Whoosh)
+    mbox = write_mbox(tmp_path / "big.mbox", 3200, seed=11)
+    assert mbox.stat().st_size > PARALLEL_FROM_BYTES
+    summary = import_paths(mbox)
+    assert "index_problem" not in summary and "index_settled" in summary["seconds"]
+    threads = session.exec(select(Thread.id)).all()
+    points = session.exec(select(PainPoint.id).where(PainPoint.merged_into_id.is_(None), PainPoint.reports > 0)).all()
+    members = set(session.exec(select(PainPointMember.thread_id)).all())
+    assert summary["indexed"] == len(threads) + len(points) and len(members) > 100
+
+    def stored(index):
+        with index.open().searcher() as searcher:
+            docs = [dict(d) for d in searcher.all_stored_fields()]
+        assert len(docs) == len({d["key"] for d in docs})
+        return {d["key"]: d for d in docs}
+
+    with app.app_context():
+        imported = stored(index_for(app.config))
+        again = WhooshIndex(tmp_path / "rebuilt", procs=1)
+        from portal.search import painpoint_documents, thread_documents
+
+        again.rebuild([*thread_documents(session), *painpoint_documents(session)])
+    assert imported == stored(again)
+    assert {imported[f"thread:{t}"]["status"] for t in members} - {""}  # pain threads: their point's status
+    # A thread a developer put in a pain point is not settled, though not judged pain.
+    calm = [t for t in threads if t not in members][:3]
+    assert settled_threads(session, calm) == calm
+    session.add(PainPointMember(pain_point_id=points[0], thread_id=calm[0], how="manual", by="dev@example.org"))
+    session.commit()
+    assert settled_threads(session, calm) == calm[1:]
+
+
 def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tmp_path):
     """Totals and facets come from whole posting lists combined as sets. On an index of several
     segments with deleted documents they must be exactly the documents the query means: Whoosh's
