@@ -38,12 +38,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         RATELIMIT_ENABLED=str(app.config.get("RATELIMIT_ENABLED", True)).lower() not in ("0", "false", "no"),
     )
 
-    from . import cli, db, signin
+    from . import cli, db
     from .extensions import csrf, limiter
     from .views import api, reports, web
 
     db.init_app(app)
-    signin.init_app(app)
     if int(app.config.get("PROXY_FIX") or 0) > 0:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

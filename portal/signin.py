@@ -10,10 +10,10 @@ says it is verified."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
 from sqlmodel import Session, select
 
@@ -34,14 +34,24 @@ class Identity:
     email_verified: bool
 
 
-def _oauth() -> OAuth:
-    return current_app.extensions["earshot_oauth"]
+_registry_lock = threading.Lock()
 
 
-def init_app(app: Flask) -> None:
+def _oauth() -> Any:
+    """The app's Authlib registry, made at the first sign-in: importing Authlib (with its
+    cryptography) costs 60 ms, in every process that starts the app (web workers, CLI)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    with _registry_lock:
+        if "earshot_oauth" not in app.extensions:
+            app.extensions["earshot_oauth"] = _registry(app)
+    return app.extensions["earshot_oauth"]
+
+
+def _registry(app: Flask) -> Any:
+    from authlib.integrations.flask_client import OAuth
+
     # One registry per app: Authlib caches clients, and tests (or two apps) must not share them.
     oauth = OAuth(app)
-    app.extensions["earshot_oauth"] = oauth
     if app.config.get("OIDC_DISCOVERY_URL") and app.config.get("OIDC_CLIENT_ID"):
         oauth.register(
             "oidc", overwrite=True,
@@ -59,6 +69,7 @@ def init_app(app: Flask) -> None:
             authorize_url=f"{web}/login/oauth/authorize", access_token_url=f"{web}/login/oauth/access_token",
             api_base_url=f"{api}/", client_kwargs={"scope": "read:user user:email", "timeout": 10},
         )
+    return oauth
 
 
 def providers(app: Flask) -> list[dict[str, str]]:
