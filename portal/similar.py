@@ -1,7 +1,8 @@
 """Similar reports: BM25 over titles and text, fused with character n-grams of the titles.
 
-Two views of each document, both sparse matrices built with scikit-learn, so 100k documents fit in a few
-hundred megabytes and a query is two sparse matrix-vector products:
+Two views of each document, both sparse matrices (portal.vectorize: scikit-learn's vectorizers, without
+importing scikit-learn), so 100k documents fit in a few hundred megabytes and a query is two sparse
+matrix-vector products:
 
 - BM25 over words of the title (counted three times) and the text: what the report is about;
 - TF-IDF cosine over character 3-5-grams of the title: the same problem worded a little
@@ -23,9 +24,10 @@ from typing import Any
 
 import numpy as np
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 
 from importers.text import normalize_subject
+
+from .vectorize import Counts, TitleGrams, english_stop_words, l2_rows
 
 # Words that carry no topic in bug reports and list mail, on top of English stop words.
 _EXTRA_STOP = {"hi", "thanks", "thank", "regards", "please", "issue", "problem", "bug", "error", "get", "got",
@@ -47,8 +49,6 @@ class SimilarityIndex:
                  count: int | None = None):
         """`docs` may be a generator: each text is read once, and only titles are kept (with
         `count`, the number of documents, a generator's texts are never all in memory at once)."""
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
         if count is None:
             docs = list(docs)
             count = len(docs)
@@ -57,9 +57,7 @@ class SimilarityIndex:
         # documents that cut would drop every shared word, so it starts at 20.
         max_df = 0.5 if count >= 20 else 1.0
         words = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"  # keeps nova-compute, l3-agent, oslo.messaging whole
-        self.vectorizer = CountVectorizer(lowercase=True, token_pattern=words,
-                                          stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP), max_df=max_df,
-                                          dtype=np.float32)
+        self.vectorizer = Counts(token_pattern=words, stop_words=english_stop_words() | _EXTRA_STOP, max_df=max_df)
 
         def corpus() -> Iterator[str]:
             for d in docs:
@@ -86,8 +84,7 @@ class SimilarityIndex:
         self.matrix = sparse.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
         self._normed: tuple[sparse.csr_matrix, sparse.csc_matrix] | None = None
         self._title_rows: sparse.csr_matrix | None = None
-        self.titles = TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True, max_df=max_df,
-                                      dtype=np.float32)
+        self.titles = TitleGrams(max_df=max_df)
         titled = [normalize_subject(d.title) for d in self.docs]
         try:
             self.title_matrix = self.titles.fit_transform(titled).tocsc() if any(titled) else None
@@ -132,13 +129,11 @@ class SimilarityIndex:
         Only the columns of i's words are read, so the cost follows their postings, not the
         size of the collection."""
         if self._normed is None:
-            from sklearn.preprocessing import normalize
-
             # Smoothed idf (never below 1): with BM25's idf a word every document shares weighs
             # nothing, so in a small collection two near-identical reports would look unrelated.
             n = len(self.docs)
             smooth = (np.log((1 + n) / (1 + self.df)) + 1).astype(np.float32)
-            rows = normalize(self.matrix.multiply(smooth[None, :]).tocsr())
+            rows = l2_rows(self.matrix.multiply(smooth[None, :]).tocsr())
             self._normed = (rows, rows.tocsc())
         rows, cols = self._normed
         row = rows[i]

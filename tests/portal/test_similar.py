@@ -2,6 +2,7 @@
 
 
 import numpy as np
+import pytest
 
 from portal.similar import Doc, SimilarityIndex, duplicate_recall
 
@@ -45,3 +46,45 @@ def test_title_ngrams_find_what_whole_words_miss():
     assert index.bm25("l3-agent restart").max() == 0  # no shared word at all
     found = index.query("l3-agent restart loses floating ips", k=2, title="l3-agent restart")
     assert found[0][0].id == 1 and 0 < found[0][1] <= 2
+
+
+def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titles(shared):
+    """portal.vectorize computes what scikit-learn's CountVectorizer and TfidfVectorizer compute
+    with SimilarityIndex's settings (same vocabulary and order, counts, idf, weights, norms), on
+    the labeled list messages and real Jira issues, fitted on part and applied to the rest."""
+    import gzip
+    import json
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
+    from sklearn.preprocessing import normalize
+
+    from portal.similar import _EXTRA_STOP
+    from portal.vectorize import Counts, TitleGrams, english_stop_words, l2_rows
+
+    texts = [p.read_text(errors="replace") for p in sorted((shared / "corpus/labeled-ops/msgs").glob("*.txt"))]
+    with gzip.open(shared / "corpus/tickets/jira-dedupe/tools-issues.jsonl.gz", "rt") as f:
+        issues = [json.loads(line) for line in f]
+    titles = [str(i.get("summary") or "") for i in issues]
+    texts += [f"{i.get('summary') or ''}\n{i.get('description') or ''}" for i in issues]
+    assert len(texts) > 600 and len(titles) > 500
+    assert english_stop_words() == ENGLISH_STOP_WORDS
+    words = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"
+    fit, rest = texts[: len(texts) * 2 // 3], texts[len(texts) * 2 // 3:]
+    ours = Counts(token_pattern=words, stop_words=ENGLISH_STOP_WORDS | _EXTRA_STOP, max_df=0.5)
+    theirs = CountVectorizer(lowercase=True, token_pattern=words, stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP),
+                             max_df=0.5, dtype=np.float32)
+    a, b = ours.fit_transform(fit), theirs.fit_transform(fit)
+    assert ours.vocabulary_ == theirs.vocabulary_ and len(ours.vocabulary_) > 1000
+    assert a.dtype == b.dtype == np.float32 and (a != b).nnz == 0
+    assert (ours.transform(rest) != theirs.transform(rest)).nnz == 0
+    fit, rest = titles[: len(titles) * 2 // 3], titles[len(titles) * 2 // 3:]
+    grams, tfidf = TitleGrams(max_df=0.5), TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
+                                                           max_df=0.5, dtype=np.float32)
+    a, b = grams.fit_transform(fit), tfidf.fit_transform(fit)
+    assert grams.counts.vocabulary_ == tfidf.vocabulary_ and np.array_equal(grams.idf_, tfidf.idf_)
+    assert a.dtype == b.dtype == np.float32 and abs(a - b).max() < 1e-6
+    assert abs(grams.transform(rest) - tfidf.transform(rest)).max() < 1e-6
+    assert abs(l2_rows(a * 3) - normalize(a * 3)).max() < 1e-6
+    for vectorizer in (Counts(token_pattern=words, stop_words=["the"]), TitleGrams(max_df=0.5)):
+        with pytest.raises(ValueError):  # nothing to count (SimilarityIndex falls back on this)
+            vectorizer.fit_transform(["the", "the"] if isinstance(vectorizer, Counts) else ["abc", "abc"])

@@ -1,0 +1,151 @@
+"""Word counts and character n-gram TF-IDF for portal.similar, computed as scikit-learn's
+CountVectorizer and TfidfVectorizer compute them (the same vocabulary in the same order, the same
+counts, weights and norms; tests/portal/test_similar.py holds them to scikit-learn's on real list
+mail), in NumPy and SciPy alone.
+
+Why not scikit-learn itself: importing it loads scipy.stats and its distributions, 0.6 s before the
+first pain point of an import is grouped and before a web worker answers its first similar
+reports; the two vectorizers are forty lines. Learned classifiers (portal.learn) still use it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from scipy import sparse
+
+_WHITE_SPACES = re.compile(r"\s\s+")
+
+
+class Counts:
+    """Counts of the words a `token_pattern` finds in lower-cased text, less `stop_words`, over
+    a vocabulary learned by fit_transform (in alphabetical order, without words in more than
+    `max_df` of the documents)."""
+
+    def __init__(self, *, token_pattern: str = "", stop_words: Iterable[str] = (), max_df: float = 1.0,
+                 analyzer: Callable[[str], list[str]] | None = None):
+        self.max_df = max_df
+        self.vocabulary_: dict[str, int] = {}
+        if analyzer is None:
+            find = re.compile(token_pattern).findall
+            stop = frozenset(stop_words)
+
+            def analyzer(text: str) -> list[str]:
+                return [w for w in find(text.lower()) if w not in stop]
+
+        self.analyze = analyzer
+
+    def _count(self, docs: Iterable[str], vocabulary: dict[str, int], grow: bool) -> sparse.csr_matrix:
+        indices: list[int] = []
+        counts: list[int] = []
+        indptr = [0]
+        for doc in docs:
+            seen: dict[int, int] = {}
+            for word in self.analyze(doc):
+                column = vocabulary.get(word)
+                if column is None:
+                    if not grow:
+                        continue
+                    column = vocabulary[word] = len(vocabulary)
+                seen[column] = seen.get(column, 0) + 1
+            indices.extend(seen)
+            counts.extend(seen.values())
+            indptr.append(len(indices))
+        matrix = sparse.csr_matrix((np.asarray(counts, dtype=np.float32), np.asarray(indices, dtype=np.int32),
+                                    np.asarray(indptr, dtype=np.int32)),
+                                   shape=(len(indptr) - 1, len(vocabulary)), dtype=np.float32)
+        matrix.sort_indices()
+        return matrix
+
+    def fit_transform(self, docs: Iterable[str]) -> sparse.csr_matrix:
+        vocabulary: dict[str, int] = {}
+        counts = self._count(docs, vocabulary, grow=True)
+        if not vocabulary:
+            raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        keep = df <= self.max_df * counts.shape[0]
+        if not keep.any():
+            raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
+        words = sorted(w for w, column in vocabulary.items() if keep[column])
+        self.vocabulary_ = {w: i for i, w in enumerate(words)}
+        order = np.asarray([vocabulary[w] for w in words], dtype=np.int64)
+        counts = counts[:, order].tocsr()
+        counts.sort_indices()
+        return counts
+
+    def fit(self, docs: Iterable[str]) -> Counts:
+        self.fit_transform(docs)
+        return self
+
+    def transform(self, docs: Iterable[str]) -> sparse.csr_matrix:
+        return self._count(docs, self.vocabulary_, grow=False)
+
+
+def char_wb_ngrams(text: str, low: int = 3, high: int = 5) -> list[str]:
+    """Character n-grams inside words, each word padded with a space at either end (a word
+    shorter than n gives itself once)."""
+    grams: list[str] = []
+    add = grams.append
+    for w in _WHITE_SPACES.sub(" ", text.lower()).split():
+        w = f" {w} "
+        size = len(w)
+        for n in range(low, high + 1):
+            offset = 0
+            add(w[offset:offset + n])
+            while offset + n < size:
+                offset += 1
+                add(w[offset:offset + n])
+            if offset == 0:
+                break
+    return grams
+
+
+def l2_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
+    """Each row divided by its Euclidean length (summed in double precision); empty rows stay."""
+    out = matrix.tocsr(copy=True)
+    rows = np.repeat(np.arange(out.shape[0]), np.diff(out.indptr))
+    lengths = np.sqrt(np.bincount(rows, weights=out.data.astype(np.float64) ** 2, minlength=out.shape[0]))
+    lengths[lengths == 0] = 1.0
+    out.data = (out.data / lengths[rows]).astype(matrix.dtype)
+    return out
+
+
+def english_stop_words() -> frozenset[str]:
+    """scikit-learn's English stop words, read from its file without importing scikit-learn."""
+    import runpy
+    from importlib.util import find_spec
+    from pathlib import Path
+
+    spec = find_spec("sklearn")  # (finding a package does not import it)
+    assert spec is not None and spec.origin is not None, "scikit-learn is a dependency"
+    words = runpy.run_path(str(Path(spec.origin).parent / "feature_extraction" / "_stop_words.py"))
+    return frozenset(words["ENGLISH_STOP_WORDS"])
+
+
+class TitleGrams:
+    """TF-IDF of character 3-5-grams: 1 + log of each count, times the smoothed inverse document
+    frequency 1 + log((1 + n) / (1 + df)), rows scaled to length 1."""
+
+    def __init__(self, *, max_df: float = 1.0):
+        self.counts = Counts(max_df=max_df, analyzer=char_wb_ngrams)
+        self.idf_ = np.zeros(0, dtype=np.float32)
+
+    def _weigh(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
+        counts.data = (np.log(counts.data) + 1).astype(np.float32)
+        counts.data *= self.idf_[counts.indices]
+        return l2_rows(counts)
+
+    def fit_transform(self, titles: Iterable[str]) -> sparse.csr_matrix:
+        counts = self.counts.fit_transform(titles)
+        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float32) + 1.0
+        idf = np.full_like(df, fill_value=counts.shape[0] + 1, dtype=np.float32)
+        idf /= df
+        np.log(idf, out=idf)
+        idf += 1.0
+        self.idf_ = idf
+        return self._weigh(counts)
+
+    def transform(self, titles: Iterable[str]) -> sparse.csr_matrix:
+        return self._weigh(self.counts.transform(titles))
