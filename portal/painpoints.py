@@ -141,12 +141,13 @@ def settled_threads(session: Session, thread_ids: Iterable[int], *, threshold: f
 
     if threshold is None:
         threshold = _taxonomy().pain.threshold
-    pain = painful_threads(threshold)
-    ids = sorted(set(thread_ids))
+    # Read once, as sets: asked per chunk of threads, the pain subquery read every message each
+    # time (13.7 s for a 200k-message import).
+    unsettled = set(session.execute(painful_threads(threshold)).scalars())
+    unsettled.update(session.execute(select(PainPointMember.thread_id)).scalars())
+    ids = sorted(set(thread_ids) - unsettled)
     return [t for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500))
-            for t in session.execute(select(Thread.id).where(
-                Thread.id.in_(chunk), Thread.id.not_in(pain),
-                Thread.id.not_in(select(PainPointMember.thread_id))).order_by(Thread.id)).scalars()]
+            for t in session.execute(select(Thread.id).where(Thread.id.in_(chunk)).order_by(Thread.id)).scalars()]
 
 
 def group(session: Session, *, threshold: float | None = None, now: datetime | None = None) -> GroupResult:
