@@ -253,6 +253,8 @@ class Ingest:
             for r in refs:
                 ref_threads.setdefault(r, set()).add(tid)
             rows.append(self._row(m, fp, list_id, self._person(m, list_role), tid, parent_pk))
+            if self.enricher is not None:  # judged into the row: no second write of each message
+                rows[-1].update(self._pain_columns(m))
         for row in rows:
             row["thread_id"] = find(int(row["thread_id"]))  # type: ignore[arg-type]
             touched.add(int(row["thread_id"]))  # type: ignore[arg-type]
@@ -274,13 +276,20 @@ class Ingest:
         if ref_rows:
             s.execute(insert(REF), ref_rows)
         if self.enricher is not None:
-            self._enrich([(pk_of[m.message_id], m) for m, _fp in fresh])
+            self._enrich([(pk_of[m.message_id], m) for m, _fp in fresh], pain=False)
         touched = {find(t) for t in touched}
         self._refresh_threads(touched)
         return len(rows), dups, touched
 
-    def _enrich(self, stored: list[tuple[int, ParsedMessage]]) -> None:
-        """Ticket references and component judgments of freshly stored messages."""
+    def _pain_columns(self, m: ParsedMessage) -> dict[str, object]:
+        assert self.enricher is not None
+        pain = self.enricher.pain(m)
+        return {"ruleset_version": self.enricher.taxonomy.version, "pain_score": pain.score,
+                "pain_reasons": json.dumps(pain.reasons)}
+
+    def _enrich(self, stored: list[tuple[int, ParsedMessage]], *, pain: bool = True) -> None:
+        """Ticket references and component judgments of stored messages, and (unless their rows
+        were stored with it) their pain."""
         assert self.enricher is not None
         mentions: list[dict[str, object]] = []
         judgments: list[dict[str, object]] = []
@@ -294,10 +303,12 @@ class Ingest:
             self.session.execute(insert(MENTION), mentions)
         if judgments:
             self.session.execute(insert(JUDGMENT), judgments)
+        if not pain:
+            return
         verdicts = []
         for pk, m in stored:
-            pain = self.enricher.pain(m)
-            verdicts.append({"pk": pk, "score": pain.score, "reasons": json.dumps(pain.reasons)})
+            judged = self._pain_columns(m)
+            verdicts.append({"pk": pk, "score": judged["pain_score"], "reasons": judged["pain_reasons"]})
         if verdicts:
             self.session.execute(update(MSG).where(MSG.c.id == bindparam("pk")).values(
                 ruleset_version=version, pain_score=bindparam("score"), pain_reasons=bindparam("reasons")), verdicts)
