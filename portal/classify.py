@@ -61,10 +61,11 @@ class PainRules:
         if self._re is None:
             return PainJudgment(False, 0.0, ())
         body = f"{subject or ''}\n{text or ''}".casefold()
-        found = {m.group(1) for m in self._re.finditer(body)}
+        # Strongest signals first, ties by name: a set's order changes from one process to the
+        # next (string hashing), and the verdict must not.
+        found = sorted({m.group(1) for m in self._re.finditer(body)}, key=lambda f: (-abs(self.signals[f]), f))
         score = sum(self.signals[f] for f in found)
-        reasons = tuple(f"{'pain' if self.signals[f] > 0 else 'talk'} '{f}'"
-                        for f in sorted(found, key=lambda f: -abs(self.signals[f])))[:8]
+        reasons = tuple(f"{'pain' if self.signals[f] > 0 else 'talk'} '{f}'" for f in found)[:8]
         return PainJudgment(score >= self.threshold, round(score, 2), reasons)
 
 
@@ -121,7 +122,9 @@ class Taxonomy:
             scores[component] = scores.get(component, 0.0) + weight
             reasons.setdefault(component, []).append(reason)
 
-        for tag in {t.strip().casefold() for t in _TAG_RE.findall(subject or "")}:
+        # Sets in sorted order: their own order changes between processes, and so would the
+        # reasons kept (the first 8) and the sums.
+        for tag in sorted({t.strip().casefold() for t in _TAG_RE.findall(subject or "")}):
             for component, weight in self._by_tag.get(tag, ()):
                 add(component, weight, f"subject tag [{tag}]")
         body = f"{subject or ''}\n{text or ''}".casefold()
@@ -134,7 +137,7 @@ class Taxonomy:
             for component, weight in self._by_word[token]:
                 add(component, weight * bonus, f"word '{token}'" + (f" x{n}" if n > 1 else ""))
         if self._phrase_re is not None:
-            for phrase in {m.group(1) for m in self._phrase_re.finditer(body)}:
+            for phrase in sorted({m.group(1) for m in self._phrase_re.finditer(body)}):
                 for component, weight in self._by_phrase[phrase]:
                     add(component, weight, f"phrase '{phrase}'")
         result = []
