@@ -38,6 +38,9 @@ class ParsedMessage:
     # `raw` compressed with zlib (level 3) by a parsing process, which then sends raw empty: the
     # storing process has less to receive and nothing to compress.
     raw_compressed: bytes | None = None
+    # What the importing side asked a parsing process to work out from the message beside
+    # parsing it (iter_paths_parallel's `prepare`); None when parsed in the storing process.
+    prepared: object = None
 
 
 @dataclass

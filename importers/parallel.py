@@ -20,24 +20,39 @@ from .model import ImportProblem, ParsedMessage
 from .sources import iter_path
 
 _CHUNK = 200
+_AHEAD = 2  # chunks waiting for the storing process from which this one also runs `prepare`
 
 
-def _produce(out: mp.Queue, paths: list[str], fmt: str, list_name: str | None, now: datetime | None) -> None:
+def _waiting(out: mp.Queue) -> int:
+    try:
+        return out.qsize()
+    except NotImplementedError:  # (macOS has no sem_getvalue): always ahead
+        return _AHEAD
+
+
+def _produce(out: mp.Queue, paths: list[str], fmt: str, list_name: str | None, now: datetime | None,
+             prepare: Callable[[ParsedMessage], object] | None = None) -> None:
     chunk: list[ParsedMessage | ImportProblem] = []
     read = [0]
 
     def progress(n: int) -> None:
         read[0] += n
 
+    # `prepare` runs only while this process is ahead (chunks wait in the queue): otherwise the
+    # storing process is the one waiting, and does that work itself.
+    ahead = False
     try:
         for path in paths:
             for item in iter_path(Path(path), fmt, list_name=list_name, now=now, progress=progress):
                 if isinstance(item, ParsedMessage):
+                    if prepare is not None and ahead:  # (before raw is compressed: it may read it)
+                        item.prepared = prepare(item)
                     item.raw_compressed, item.raw = zlib.compress(item.raw, 3), b""
                 chunk.append(item)
                 if len(chunk) >= _CHUNK:
                     out.put(("items", chunk, read[0]))
                     chunk, read[0] = [], 0
+                    ahead = _waiting(out) >= _AHEAD
         out.put(("items", chunk, read[0]))
         out.put(("done", None, 0))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
@@ -45,12 +60,17 @@ def _produce(out: mp.Queue, paths: list[str], fmt: str, list_name: str | None, n
 
 
 def iter_paths_parallel(paths: list[Path], fmt: str = "auto", *, list_name: str | None = None,
-                        now: datetime | None = None,
-                        progress: Callable[[int], None] | None = None) -> Iterator[ParsedMessage | ImportProblem]:
-    """The same items as iter_path over every path, parsed in a child process."""
+                        now: datetime | None = None, progress: Callable[[int], None] | None = None,
+                        prepare: Callable[[ParsedMessage], object] | None = None,
+                        ) -> Iterator[ParsedMessage | ImportProblem]:
+    """The same items as iter_path over every path, parsed in a child process. `prepare` (a
+    picklable callable) is called there on messages, while that process is ahead of this one,
+    and what it returns is sent as the message's `prepared` (None for the others): work the
+    storing process would otherwise do, done beside parsing when there is room for it."""
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue(maxsize=16)
-    proc = ctx.Process(target=_produce, args=(out, [str(p) for p in paths], fmt, list_name, now), daemon=True)
+    proc = ctx.Process(target=_produce, args=(out, [str(p) for p in paths], fmt, list_name, now, prepare),
+                       daemon=True)
     proc.start()
     try:
         while True:

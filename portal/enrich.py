@@ -4,7 +4,7 @@ Configured once per run from the app config; pure otherwise."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from importers.model import ParsedMessage
@@ -80,3 +80,20 @@ class Enricher:
     def pain(self, msg: ParsedMessage) -> PainJudgment:
         """Does the message describe production pain someone has, or is it talk?"""
         return self.taxonomy.pain.judge(msg.subject, msg.new_text)
+
+
+@dataclass
+class Prejudge:
+    """What a parsing process works out for each message beside parsing it (iter_paths_parallel's
+    `prepare`): the ticket mentions and the pain verdict the storing process would otherwise
+    judge, with the same rules. Components stay with the storing process (a learned model may
+    take part, and their judgments are more to send back than to work out)."""
+
+    enricher: Enricher
+
+    @classmethod
+    def of(cls, enricher: Enricher) -> Prejudge:
+        return cls(replace(enricher, model=None))  # (neither judgment reads the model)
+
+    def __call__(self, msg: ParsedMessage) -> tuple[list[str], PainJudgment]:
+        return self.enricher.mentions(msg), self.enricher.pain(msg)

@@ -23,7 +23,8 @@ from importers.parallel import iter_paths_parallel
 from importers.sources import iter_path
 from importers.text import clean_text, is_reply_subject, name_key, normalize_subject, subject_key
 
-from .enrich import Enricher
+from .classify import PainJudgment
+from .enrich import Enricher, Prejudge
 from .models import (
     ImportProblemRow,
     ImportRun,
@@ -130,8 +131,11 @@ class Ingest:
         batch: list[ParsedMessage] = []
         status = "failed"
         if self.parse_in_parallel:
+            # The parsing process also judges ticket mentions and pain while it is ahead: this
+            # one was the slower of the two (20k messages, three runs each: store 4.3 -> 4.1 s).
             items: Iterable[ParsedMessage | ImportProblem] = iter_paths_parallel(
-                paths, fmt, list_name=list_name, now=now, progress=progress)
+                paths, fmt, list_name=list_name, now=now, progress=progress,
+                prepare=Prejudge.of(self.enricher) if self.enricher is not None else None)
         else:
             items = (item for path in paths
                      for item in iter_path(path, fmt, list_name=list_name, now=now, progress=progress))
@@ -281,9 +285,14 @@ class Ingest:
         self._refresh_threads(touched)
         return len(rows), dups, touched
 
+    def _prejudged(self, m: ParsedMessage) -> tuple[list[str], PainJudgment] | None:
+        """The mentions and pain a parsing process judged (Prejudge) with this run's rules."""
+        return m.prepared if isinstance(m.prepared, tuple) else None  # type: ignore[return-value]
+
     def _pain_columns(self, m: ParsedMessage) -> dict[str, object]:
         assert self.enricher is not None
-        pain = self.enricher.pain(m)
+        judged = self._prejudged(m)
+        pain = judged[1] if judged is not None else self.enricher.pain(m)
         return {"ruleset_version": self.enricher.taxonomy.version, "pain_score": pain.score,
                 "pain_reasons": json.dumps(pain.reasons)}
 
@@ -295,7 +304,9 @@ class Ingest:
         judgments: list[dict[str, object]] = []
         version = self.enricher.taxonomy.version
         for pk, m in stored:
-            mentions.extend({"message_pk": pk, "ref": r[:300]} for r in self.enricher.mentions(m))
+            judged = self._prejudged(m)
+            refs = judged[0] if judged is not None else self.enricher.mentions(m)
+            mentions.extend({"message_pk": pk, "ref": r[:300]} for r in refs)
             judgments.extend({"message_pk": pk, "component": j.component, "confidence": j.confidence,
                               "reasons": json.dumps(j.reasons), "ruleset_version": version}
                              for j in self.enricher.components(m))
@@ -307,8 +318,8 @@ class Ingest:
             return
         verdicts = []
         for pk, m in stored:
-            judged = self._pain_columns(m)
-            verdicts.append({"pk": pk, "score": judged["pain_score"], "reasons": judged["pain_reasons"]})
+            columns = self._pain_columns(m)
+            verdicts.append({"pk": pk, "score": columns["pain_score"], "reasons": columns["pain_reasons"]})
         if verdicts:
             self.session.execute(update(MSG).where(MSG.c.id == bindparam("pk")).values(
                 ruleset_version=version, pain_score=bindparam("score"), pain_reasons=bindparam("reasons")), verdicts)

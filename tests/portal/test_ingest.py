@@ -273,6 +273,34 @@ def test_parsing_in_a_second_process_stores_the_same(app, shared, import_paths, 
     assert len(stored) > 1000 and all(zlib.decompress(raw) in originals[mid] for mid, raw in stored)
 
 
+def test_the_parsing_process_judges_mentions_and_pain_as_the_storing_one_while_it_is_ahead(shared, app):
+    """While chunks wait for the storing process, the parsing process also judges each message's
+    ticket mentions and pain (Prejudge); what it sends equals the storing process's own judgment,
+    and messages it did not judge come without one (the storing process judges those)."""
+    import time
+
+    from importers.parallel import iter_paths_parallel
+    from importers.sources import iter_path
+    from portal.enrich import Enricher, Prejudge
+
+    enricher = Enricher.from_config(app.config)
+    paths = [shared / "corpus/pipermail", shared / "corpus/mbox/ponymail"]
+    serial = {m.message_id: m for p in paths for m in iter_path(p) if hasattr(m, "message_id")}
+    judged = plain = 0
+    for i, item in enumerate(iter_paths_parallel(paths, prepare=Prejudge.of(enricher))):
+        if i == 0:
+            time.sleep(1.5)  # a slow storing process: the parsing one gets ahead
+        if not hasattr(item, "message_id"):
+            continue
+        if item.prepared is None:
+            plain += 1
+            continue
+        judged += 1
+        m = serial[item.message_id]
+        assert item.prepared == (enricher.mentions(m), enricher.pain(m))
+    assert judged > 500 and plain > 0  # (the first chunks go out before any wait in the queue)
+
+
 def test_a_failing_parser_process_is_reported(shared):
     import pytest
 
