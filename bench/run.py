@@ -1,12 +1,13 @@
 """The whole benchmark in one run, beside the tools a list admin would otherwise use.
 
-    python bench/run.py [--messages 20000] [--runs 3] [--web-seconds 10] [--json]
+    python bench/run.py [--messages 20000] [--runs 3] [--import-runs 3] [--web-seconds 10] [--json]
 
 Generates N messages with the project's own generator (an mbox and a Maildir of the same
 messages), then measures, in this order and on this machine:
 
 - import: `flask import` of the mbox (parse, thread, classify, link, group, store, index) in a
-  child process with its peak RSS, beside `notmuch new` and `mu index` on the Maildir;
+  child process with its peak RSS, beside `notmuch new` and `mu index` on the Maildir, each
+  `--import-runs` times from scratch, taking turns, compared by their medians;
 - search: p50/p95 of a fixed query mix (rare, common, two and three words; top 20 with facets)
   beside `notmuch search --limit=20` of the same words;
 - similar: `/api/v1/similar` through the app (no network), index build and p50/p95;
@@ -25,12 +26,14 @@ import os
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -68,23 +71,38 @@ def mu_index(maildir: Path, work: Path) -> float | None:
     return _timed_run(["mu", "index", f"--muhome={home}", "--quiet"], env)
 
 
-def measure_import(n: int, mbox: Path, maildir: Path, work: Path) -> dict[str, object]:
-    say(f"import: earshot on {n} messages")
-    ours = import_with_earshot(mbox, work / "data")
-    say("import: notmuch new")
+def measure_import(n: int, mbox: Path, maildir: Path, work: Path, runs: int = 1) -> dict[str, object]:
+    """Each tool `runs` times from a fresh database, taking turns (the machine's speed drifts),
+    compared by their median times; every run's seconds are reported too."""
+    ours: list[dict[str, Any]] = []
+    nm: list[float] = []
+    mu: list[float] = []
     nenv = notmuch_env(maildir, work)
-    nm = _timed_run(["notmuch", "new", "--quiet"], nenv) if nenv else None
-    say("import: mu index")
-    mu = mu_index(maildir, work)
+    for i in range(runs):
+        say(f"import {i + 1}/{runs}: earshot on {n} messages")
+        shutil.rmtree(work / "data", ignore_errors=True)
+        ours.append(import_with_earshot(mbox, work / "data"))
+        if nenv:
+            say(f"import {i + 1}/{runs}: notmuch new")
+            shutil.rmtree(maildir / ".notmuch", ignore_errors=True)
+            nm += [t for t in [_timed_run(["notmuch", "new", "--quiet"], nenv)] if t]
+        say(f"import {i + 1}/{runs}: mu index")
+        shutil.rmtree(work / "mu-home", ignore_errors=True)
+        mu += [t for t in [mu_index(maildir, work)] if t]
+    seconds = statistics.median(r["seconds"] for r in ours)
+    nm_s = statistics.median(nm) if nm else None
+    mu_s = statistics.median(mu) if mu else None
     out: dict[str, object] = {
-        "messages": n, "messages_stored": ours["messages_new"],
-        "earshot_msgs_per_s": round(n / ours["seconds"], 1),
-        "notmuch_msgs_per_s": round(n / nm, 1) if nm else None,
-        "mu_msgs_per_s": round(n / mu, 1) if mu else None,
+        "messages": n, "messages_stored": ours[-1]["messages_new"], "runs": runs,
+        "earshot_msgs_per_s": round(n / seconds, 1),
+        "notmuch_msgs_per_s": round(n / nm_s, 1) if nm_s else None,
+        "mu_msgs_per_s": round(n / mu_s, 1) if mu_s else None,
         # Above 1.0: Earshot is faster than the other tool.
-        "ratio_vs_notmuch": round(nm / ours["seconds"], 3) if nm else None,
-        "ratio_vs_mu": round(mu / ours["seconds"], 3) if mu else None,
-        "peak_rss_mb": round(ours["peak_rss_mb"], 1),
+        "ratio_vs_notmuch": round(nm_s / seconds, 3) if nm_s else None,
+        "ratio_vs_mu": round(mu_s / seconds, 3) if mu_s else None,
+        "peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours), 1),
+        "earshot_s": [round(r["seconds"], 2) for r in ours], "notmuch_s": [round(t, 2) for t in nm],
+        "mu_s": [round(t, 2) for t in mu],
     }
     return out
 
@@ -235,6 +253,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--import-runs", type=int, default=3, help="imports by each tool, compared by medians")
     parser.add_argument("--web-seconds", type=float, default=10.0)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", action="store_true", help="print only the JSON object (progress still on stderr)")
@@ -244,7 +263,7 @@ def main() -> None:
         mbox = write_mbox(work / "bench.mbox", args.messages, 13)
         maildir = write_maildir(work / "Maildir", args.messages, 13)
         result: dict[str, object] = {"messages": args.messages, "cores": os.cpu_count()}
-        result["import"] = measure_import(args.messages, mbox, maildir, work)
+        result["import"] = measure_import(args.messages, mbox, maildir, work, max(1, args.import_runs))
 
         from portal import create_app
 
