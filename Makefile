@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# As a wheel install would: where PYTHONDONTWRITEBYTECODE is set, every process (web
+	# workers, `flask import` and its helpers) would otherwise compile these at start.
+	$(BIN)/python -m compileall -q app.py portal importers > /dev/null
 	touch $(STAMP)
 
 install: $(STAMP)
