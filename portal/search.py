@@ -411,12 +411,30 @@ class _BulkWriter(MpWriter):  # type: ignore[misc]
         self.jobqueue = context.Queue()
         self.resultqueue = context.Queue()
 
+        self.finished: list[Any] = []  # processes told to write their segment before the commit
+
     def _new_task(self) -> Any:
         task = _WriterTask(self.storage, self.indexname, self.jobqueue, self.resultqueue, self.subargs,
                            self.multisegment)
         self.tasks.append(task)
         task.start()
         return task
+
+    def finish_segments(self) -> None:
+        """Let the writer processes write their segments now, with the documents added so far;
+        documents added after this go to new processes. The commit gathers both."""
+        if self.docbuffer:
+            self._enqueue()
+        for _ in self.tasks:
+            self.jobqueue.put(None)  # (each process ends at the first None it takes)
+        self.finished += self.tasks
+        self.tasks: list[Any] = []
+
+    def _commit(self, mergetype: Any, optimize: Any, merge: Any) -> Any:
+        # Whoosh's commit joins `tasks` and reads one result per task: the finished ones count.
+        self.tasks = [*self.finished, *self.tasks]
+        self.finished = []
+        return super()._commit(mergetype, optimize, merge)
 
 
 class IndexUpdate:
@@ -439,6 +457,11 @@ class IndexUpdate:
         for doc in docs:
             add(**_fields(doc))
             self.count += 1
+
+    def finish_segments(self) -> None:
+        """With a bulk writer, have its processes write what they hold now (see _BulkWriter)."""
+        if isinstance(self.writer, _BulkWriter):
+            self.writer.finish_segments()
 
     def commit(self) -> int:
         """Make the documents live; the number added."""
@@ -506,7 +529,7 @@ class WhooshIndex:
     def _abandon(writer: Any) -> None:
         """Cancel a writer; a multi-process one first stops its processes, which would otherwise
         go on writing into files that are about to be removed."""
-        for task in getattr(writer, "tasks", []):
+        for task in [*getattr(writer, "finished", []), *getattr(writer, "tasks", [])]:
             if task.is_alive():
                 task.terminate()
             if task.pid is not None:  # started

@@ -257,6 +257,9 @@ def test_a_large_import_indexes_settled_threads_while_grouping_and_leaves_the_in
         again.rebuild([*thread_documents(session), *painpoint_documents(session)])
     assert imported == stored(again)
     assert {imported[f"thread:{t}"]["status"] for t in members} - {""}  # pain threads: their point's status
+    # The settled threads' writer processes wrote their segments while grouping ran; new ones wrote the rest.
+    with app.app_context():
+        assert len(index_for(app.config).open()._segments()) > 2
     # A thread a developer put in a pain point is not settled, though not judged pain.
     calm = [t for t in threads if t not in members][:3]
     assert settled_threads(session, calm) == calm
