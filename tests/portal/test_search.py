@@ -238,7 +238,7 @@ def test_a_large_import_indexes_settled_threads_while_grouping_and_leaves_the_in
     assert mbox.stat().st_size > PARALLEL_FROM_BYTES
     summary = import_paths(mbox)
     assert "index_problem" not in summary and "index_settled" in summary["seconds"]
-    threads = session.exec(select(Thread.id)).all()
+    threads = session.exec(select(Thread.id).order_by(Thread.id)).all()
     points = session.exec(select(PainPoint.id).where(PainPoint.merged_into_id.is_(None), PainPoint.reports > 0)).all()
     members = set(session.exec(select(PainPointMember.thread_id)).all())
     assert summary["indexed"] == len(threads) + len(points) and len(members) > 100
