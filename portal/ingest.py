@@ -50,7 +50,6 @@ REF = MessageRef.__table__
 MEMBER = PainPointMember.__table__
 THREAD = Thread.__table__
 NEW_THREAD = insert(THREAD)
-NEW_MESSAGES = insert(MSG).returning(MSG.c.id, MSG.c.message_id)
 
 
 def list_role_for(name: str) -> str:
@@ -262,9 +261,13 @@ class Ingest:
         for row in rows:
             row["thread_id"] = find(int(row["thread_id"]))  # type: ignore[arg-type]
             touched.add(int(row["thread_id"]))  # type: ignore[arg-type]
-        # Ids come back matched by Message-ID (unique), in whatever order: asking for them in the
-        # rows' order made SQLAlchemy insert into SQLite one row per statement.
-        pk_of = {mid: pk for pk, mid in s.execute(NEW_MESSAGES, rows)}
+        # Inserted with one executemany, then their ids looked up by Message-ID (unique): with
+        # RETURNING, SQLAlchemy renders the rows into multi-row statements itself (storing 20k
+        # messages: 0.15-0.2 s more of this process's time), and in the rows' order it inserted
+        # into SQLite one row per statement.
+        s.execute(insert(MSG), rows)
+        pk_of = {mid: pk for chunk in _chunks([str(r["message_id"]) for r in rows])
+                 for pk, mid in s.execute(select(MSG.c.id, MSG.c.message_id).where(MSG.c.message_id.in_(chunk)))}
         updates = [{"pk": pk_of[str(rows[i]["message_id"])], "parent": pk_of[mid]}
                    for i, mid in pending_parent if mid in pk_of]
         # Children stored in earlier runs, waiting for these parents.
