@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-from sqlmodel import Session
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
-# scikit-learn, joblib and the models are imported where they are used: importing this module
-# (every import run, and the parsing process that judges messages) must not cost their second.
+# scikit-learn, joblib, SQLAlchemy and the models are imported where they are used: importing this
+# module (every import run, and the parsing process that judges messages) must not cost their second.
 
 MIN_EACH_SIDE = 3
 MODEL_FILE = "components-model.joblib"
@@ -39,6 +39,8 @@ class LearnedModel:
 
 
 def thread_texts(session: Session, thread_ids: list[int]) -> dict[int, str]:
+    from sqlalchemy import select
+
     from .models import Message
 
     texts: dict[int, list[str]] = {}
@@ -53,6 +55,7 @@ def train(session: Session) -> LearnedModel | None:
     """A model from every correction in the database; None when there are too few."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+    from sqlalchemy import select
 
     from .models import ThreadComponentOverride
 
