@@ -31,10 +31,8 @@ from datetime import datetime
 from itertools import islice
 from multiprocessing.context import ForkServerProcess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-from sqlmodel import Session
 from whoosh.analysis import STOP_WORDS, Filter
 from whoosh.fields import TEXT
 from whoosh.highlight import Formatter, get_text, htmlescape
@@ -57,6 +55,11 @@ from .postings import (
     top_by_column,
     top_scored,
 )
+
+# SQLAlchemy is imported by the functions that read the database: index writer processes load
+# this module (in the server they are started from, while an import stores) and never query.
+if TYPE_CHECKING:
+    from sqlmodel import Session
 
 FILTER_KEYS = ("component", "list", "from", "status", "ref", "kind", "after", "before")
 _FILTER_RE = re.compile(r'(?<!\S)(-?)(' + "|".join(FILTER_KEYS) + r'):("([^"]*)"|\S+)', re.I)
@@ -132,6 +135,8 @@ def _parents(components: Iterable[str]) -> list[str]:
 
 def thread_documents(session: Session, thread_ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
     """Index documents of threads (subject, new text of every message, authors and their roles)."""
+    from sqlalchemy import select
+
     from .models import FieldReport, MailingList, Message, PainPoint, PainPointMember, Person, Thread
     from .threads import thread_components, thread_refs
 
@@ -177,6 +182,8 @@ def thread_documents(session: Session, thread_ids: list[int] | None = None) -> I
 
 
 def painpoint_documents(session: Session, ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    from sqlalchemy import select
+
     from .models import PainPoint
     from .painpoints import gather
 
@@ -202,6 +209,8 @@ def painpoint_documents(session: Session, ids: list[int] | None = None) -> Itera
 
 
 def ticket_documents(session: Session, ids: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    from sqlalchemy import select
+
     from .models import Ticket
 
     q = select(Ticket).order_by(Ticket.id)
@@ -1007,6 +1016,8 @@ def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),
 def _changes(session: Session, thread_ids: Iterable[int], painpoint_ids: Iterable[int] | None, tickets: bool,
              removed: Iterable[str]) -> tuple[list[Iterable[dict[str, Any]]], list[str], int]:
     """What reindex() writes: document streams, keys to delete, and about how many documents."""
+    from sqlalchemy import func, select
+
     from .models import PainPoint, Thread
 
     # Documents stream to the writer (500 threads at a time), so memory does not grow with the
