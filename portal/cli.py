@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -153,7 +154,9 @@ def _index_settled(index: Any, thread_ids: Iterable[int]) -> tuple[Any, list[int
             update = index.begin_update(bulk=True)
             update.add(thread_documents(session, settled))
             update.finish_segments()
-    except Exception:  # noqa: BLE001 - the index step reports what stops the index
+    except Exception as exc:  # noqa: BLE001 - the index step reports what stops the index
+        logging.getLogger(__name__).warning("settled threads not handed to the index before grouping "
+                                            "(%s: %s); the index step writes them", exc.__class__.__name__, exc)
         if update is not None:
             update.abandon()
         return None, []
