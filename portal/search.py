@@ -429,15 +429,18 @@ class _BulkWriter(MpWriter):  # type: ignore[misc]
         task.start()
         return task
 
-    def finish_segments(self) -> None:
+    def finish_segments(self, then_procs: int | None = None) -> None:
         """Let the writer processes write their segments now, with the documents added so far;
-        documents added after this go to new processes. The commit gathers both."""
+        documents added after this go to new processes (`then_procs` of them). The commit
+        gathers both."""
         if self.docbuffer:
             self._enqueue()
         for _ in self.tasks:
             self.jobqueue.put(None)  # (each process ends at the first None it takes)
         self.finished += self.tasks
         self.tasks: list[Any] = []
+        if then_procs:
+            self.procs = then_procs
 
     def _commit(self, mergetype: Any, optimize: Any, merge: Any) -> Any:
         # Whoosh's commit joins `tasks` and reads one result per task: the finished ones count.
@@ -451,10 +454,11 @@ class IndexUpdate:
     the writer processes analyse them in the background: an import hands over the threads
     grouping cannot change, groups its pain points meanwhile, then adds the rest."""
 
-    def __init__(self, index: WhooshIndex, *, bulk: bool):
+    def __init__(self, index: WhooshIndex, *, bulk: bool, procs: int | None = None):
         ix = index.open(create=True)
         self.fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
-        self.writer = index._writer(ix, bulk=bulk, timeout=60.0)
+        self.procs = index.procs
+        self.writer = index._writer(ix, bulk=bulk, timeout=60.0, **({"procs": procs} if procs else {}))
         self.count = 0
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -470,7 +474,7 @@ class IndexUpdate:
     def finish_segments(self) -> None:
         """With a bulk writer, have its processes write what they hold now (see _BulkWriter)."""
         if isinstance(self.writer, _BulkWriter):
-            self.writer.finish_segments()
+            self.writer.finish_segments(then_procs=self.procs)
 
     def commit(self) -> int:
         """Make the documents live; the number added."""
@@ -530,8 +534,8 @@ class WhooshIndex:
     def _writer(self, ix: Any, *, bulk: bool, **options: Any) -> Any:
         if bulk and self.procs > 1:
             # One segment per process, not merged at the end (merging would cost another pass).
-            return _BulkWriter(ix, procs=self.procs, multisegment=True, limitmb=self.limitmb, codec=_SideCodec(),
-                               **options)
+            return _BulkWriter(ix, **{"procs": self.procs, **options}, multisegment=True, limitmb=self.limitmb,
+                               codec=_SideCodec())
         return TermPool.install(ix.writer(limitmb=self.limitmb, codec=_SideCodec(), **options))
 
     @staticmethod
@@ -628,10 +632,11 @@ class WhooshIndex:
             raise
         return update.commit()
 
-    def begin_update(self, *, bulk: bool) -> IndexUpdate:
+    def begin_update(self, *, bulk: bool, procs: int | None = None) -> IndexUpdate:
         """An update that takes documents now and makes them live at its commit (it holds the
-        index's lock, waiting up to a minute for it, until then)."""
-        return IndexUpdate(self, bulk=bulk)
+        index's lock, waiting up to a minute for it, until then). `procs`: writer processes
+        until finish_segments (this index's number after)."""
+        return IndexUpdate(self, bulk=bulk, procs=procs)
 
     def searcher(self) -> Any:
         """This thread's searcher of the live generation, kept between requests (opening one
