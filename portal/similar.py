@@ -29,6 +29,7 @@ from importers.text import normalize_subject
 
 from .vectorize import Counts, TitleGrams, english_stop_words, l2_rows
 
+WORDS = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"  # keeps nova-compute, l3-agent, oslo.messaging whole
 # Words that carry no topic in bug reports and list mail, on top of English stop words.
 _EXTRA_STOP = {"hi", "thanks", "thank", "regards", "please", "issue", "problem", "bug", "error", "get", "got",
                "using", "use", "used", "would", "could", "also", "like", "just", "one", "see", "new"}
@@ -56,8 +57,7 @@ class SimilarityIndex:
         # Words in over half the documents say nothing about one of them; in a handful of
         # documents that cut would drop every shared word, so it starts at 20.
         max_df = 0.5 if count >= 20 else 1.0
-        words = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"  # keeps nova-compute, l3-agent, oslo.messaging whole
-        self.vectorizer = Counts(token_pattern=words, stop_words=english_stop_words() | _EXTRA_STOP, max_df=max_df)
+        self.vectorizer = Counts(token_pattern=WORDS, stop_words=english_stop_words() | _EXTRA_STOP, max_df=max_df)
 
         def corpus() -> Iterator[str]:
             for d in docs:

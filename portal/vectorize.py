@@ -5,13 +5,14 @@ mail), in NumPy and SciPy alone.
 
 Why not scikit-learn itself: importing it loads scipy.stats and its distributions, 0.6 s before the
 first pain point of an import is grouped and before a web worker answers its first similar
-reports; the two vectorizers are forty lines. Learned classifiers (portal.learn) still use it.
+reports; the two vectorizers are a page of code. Learned classifiers (portal.learn) still use it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import numpy as np
 from scipy import sparse
@@ -112,6 +113,7 @@ def l2_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
     return out
 
 
+@lru_cache(maxsize=1)
 def english_stop_words() -> frozenset[str]:
     """scikit-learn's English stop words, read from its file without importing scikit-learn."""
     import runpy

@@ -58,7 +58,7 @@ def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titl
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer, TfidfVectorizer
     from sklearn.preprocessing import normalize
 
-    from portal.similar import _EXTRA_STOP
+    from portal.similar import _EXTRA_STOP, WORDS
     from portal.vectorize import Counts, TitleGrams, english_stop_words, l2_rows
 
     texts = [p.read_text(errors="replace") for p in sorted((shared / "corpus/labeled-ops/msgs").glob("*.txt"))]
@@ -68,7 +68,7 @@ def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titl
     texts += [f"{i.get('summary') or ''}\n{i.get('description') or ''}" for i in issues]
     assert len(texts) > 600 and len(titles) > 500
     assert english_stop_words() == ENGLISH_STOP_WORDS
-    words = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"
+    words = WORDS
     fit, rest = texts[: len(texts) * 2 // 3], texts[len(texts) * 2 // 3:]
     ours = Counts(token_pattern=words, stop_words=ENGLISH_STOP_WORDS | _EXTRA_STOP, max_df=0.5)
     theirs = CountVectorizer(lowercase=True, token_pattern=words, stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP),
