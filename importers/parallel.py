@@ -46,7 +46,10 @@ def _produce(out: mp.Queue, paths: list[str], fmt: str, list_name: str | None, n
             for item in iter_path(Path(path), fmt, list_name=list_name, now=now, progress=progress):
                 if isinstance(item, ParsedMessage):
                     if prepare is not None and ahead:  # (before raw is compressed: it may read it)
-                        item.prepared = prepare(item)
+                        try:
+                            item.prepared = prepare(item)
+                        except Exception:  # noqa: BLE001 - the storing process judges it, and reports
+                            item.prepared = None
                     item.raw_compressed, item.raw = zlib.compress(item.raw, 3), b""
                 chunk.append(item)
                 if len(chunk) >= _CHUNK:

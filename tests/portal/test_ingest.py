@@ -301,6 +301,37 @@ def test_the_parsing_process_judges_mentions_and_pain_as_the_storing_one_while_i
     assert judged > 500 and plain > 0  # (the first chunks go out before any wait in the queue)
 
 
+class _FailsOnSome:
+    """A `prepare` that fails on every third message (module level: the parsing process unpickles it)."""
+
+    def __call__(self, msg):
+        if sum(map(ord, msg.message_id)) % 3 == 0:
+            raise ValueError("a judgment that fails on this message")
+        return "judged"
+
+
+def test_a_message_the_parsing_process_cannot_judge_still_comes_through_unjudged(shared):
+    """A failure of `prepare` on one message never stops parsing: the message comes without a
+    judgment, and the storing process judges it (and reports it, if it fails there too)."""
+    import time
+
+    from importers.parallel import iter_paths_parallel
+    from importers.sources import iter_path
+
+    path = shared / "corpus/pipermail"
+    expected = [m.message_id for m in iter_path(path) if hasattr(m, "message_id")]
+    got, failed = [], 0
+    for i, item in enumerate(iter_paths_parallel([path], prepare=_FailsOnSome())):
+        if i == 0:
+            time.sleep(1.0)  # the parsing process gets ahead, and judges
+        if hasattr(item, "message_id"):
+            got.append(item.message_id)
+            bad = sum(map(ord, item.message_id)) % 3 == 0
+            assert item.prepared in ((None,) if bad else (None, "judged"))
+            failed += bad
+    assert got == expected and failed > 100
+
+
 def test_a_failing_parser_process_is_reported(shared):
     import pytest
 
