@@ -153,7 +153,7 @@ def _index_settled(index: Any, thread_ids: Iterable[int]) -> tuple[Any, list[int
         with dbmod.session_scope() as session:
             settled = settled_threads(session, thread_ids)
             # One core is left to grouping (20k messages: group 1.5-1.6 -> 1.2 s, index the same).
-            update = index.begin_update(bulk=True, procs=max(1, index.procs - 1))
+            update = index.begin_update(bulk=True, first_procs=max(1, index.procs - 1))
             update.add(thread_documents(session, settled))
             update.finish_segments()
     except Exception as exc:  # noqa: BLE001 - the index step reports what stops the index

@@ -413,14 +413,17 @@ class _BulkWriter(MpWriter):  # type: ignore[misc]
     process to die, handing them the next batch would wait forever; here the loss is found by
     WhooshIndex._check_written instead (batches are files on disk, the queue holds their names)."""
 
-    def __init__(self, ix: Any, **options: Any):
+    def __init__(self, ix: Any, *, first_procs: int | None = None, **options: Any):
+        """`first_procs`: writer processes until finish_segments (`procs` after)."""
         super().__init__(ix, **options)
         TermPool.install(self)  # (merges of existing segments go through this writer's own pool)
         context = multiprocessing.get_context("forkserver")
         self.jobqueue = context.Queue()
         self.resultqueue = context.Queue()
-
+        self.tasks: list[Any] = []
         self.finished: list[Any] = []  # processes told to write their segment before the commit
+        self.later_procs: int = int(self.procs)  # (as Whoosh set it from `procs`)
+        self.procs: int = first_procs or self.later_procs
 
     def _new_task(self) -> Any:
         task = _WriterTask(self.storage, self.indexname, self.jobqueue, self.resultqueue, self.subargs,
@@ -429,18 +432,16 @@ class _BulkWriter(MpWriter):  # type: ignore[misc]
         task.start()
         return task
 
-    def finish_segments(self, then_procs: int | None = None) -> None:
+    def finish_segments(self) -> None:
         """Let the writer processes write their segments now, with the documents added so far;
-        documents added after this go to new processes (`then_procs` of them). The commit
-        gathers both."""
+        documents added after this go to new processes (`procs` of them). The commit gathers both."""
         if self.docbuffer:
             self._enqueue()
         for _ in self.tasks:
             self.jobqueue.put(None)  # (each process ends at the first None it takes)
         self.finished += self.tasks
-        self.tasks: list[Any] = []
-        if then_procs:
-            self.procs = then_procs
+        self.tasks = []
+        self.procs = self.later_procs
 
     def _commit(self, mergetype: Any, optimize: Any, merge: Any) -> Any:
         # Whoosh's commit joins `tasks` and reads one result per task: the finished ones count.
@@ -454,11 +455,10 @@ class IndexUpdate:
     the writer processes analyse them in the background: an import hands over the threads
     grouping cannot change, groups its pain points meanwhile, then adds the rest."""
 
-    def __init__(self, index: WhooshIndex, *, bulk: bool, procs: int | None = None):
+    def __init__(self, index: WhooshIndex, *, bulk: bool, first_procs: int | None = None):
         ix = index.open(create=True)
         self.fresh = ix.doc_count_all() == 0  # nothing to replace: plain adds are much faster
-        self.procs = index.procs
-        self.writer = index._writer(ix, bulk=bulk, timeout=60.0, **({"procs": procs} if procs else {}))
+        self.writer = index._writer(ix, bulk=bulk, first_procs=first_procs, timeout=60.0)
         self.count = 0
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -474,7 +474,7 @@ class IndexUpdate:
     def finish_segments(self) -> None:
         """With a bulk writer, have its processes write what they hold now (see _BulkWriter)."""
         if isinstance(self.writer, _BulkWriter):
-            self.writer.finish_segments(then_procs=self.procs)
+            self.writer.finish_segments()
 
     def commit(self) -> int:
         """Make the documents live; the number added."""
@@ -531,11 +531,11 @@ class WhooshIndex:
             multiprocessing.get_context("forkserver").set_forkserver_preload([__name__])
             forkserver.ensure_running()
 
-    def _writer(self, ix: Any, *, bulk: bool, **options: Any) -> Any:
+    def _writer(self, ix: Any, *, bulk: bool, first_procs: int | None = None, **options: Any) -> Any:
         if bulk and self.procs > 1:
             # One segment per process, not merged at the end (merging would cost another pass).
-            return _BulkWriter(ix, **{"procs": self.procs, **options}, multisegment=True, limitmb=self.limitmb,
-                               codec=_SideCodec())
+            return _BulkWriter(ix, procs=self.procs, first_procs=first_procs, multisegment=True,
+                               limitmb=self.limitmb, codec=_SideCodec(), **options)
         return TermPool.install(ix.writer(limitmb=self.limitmb, codec=_SideCodec(), **options))
 
     @staticmethod
@@ -632,11 +632,11 @@ class WhooshIndex:
             raise
         return update.commit()
 
-    def begin_update(self, *, bulk: bool, procs: int | None = None) -> IndexUpdate:
+    def begin_update(self, *, bulk: bool, first_procs: int | None = None) -> IndexUpdate:
         """An update that takes documents now and makes them live at its commit (it holds the
-        index's lock, waiting up to a minute for it, until then). `procs`: writer processes
-        until finish_segments (this index's number after)."""
-        return IndexUpdate(self, bulk=bulk, procs=procs)
+        index's lock, waiting up to a minute for it, until then). `first_procs`: writer
+        processes until finish_segments (this index's number after)."""
+        return IndexUpdate(self, bulk=bulk, first_procs=first_procs)
 
     def searcher(self) -> Any:
         """This thread's searcher of the live generation, kept between requests (opening one
