@@ -115,15 +115,22 @@ def l2_rows(matrix: sparse.csr_matrix) -> sparse.csr_matrix:
 
 @lru_cache(maxsize=1)
 def english_stop_words() -> frozenset[str]:
-    """scikit-learn's English stop words, read from its file without importing scikit-learn."""
+    """scikit-learn's English stop words, read from its file without importing scikit-learn (a
+    scikit-learn that keeps them elsewhere is imported instead: slower, never wrong)."""
     import runpy
     from importlib.util import find_spec
     from pathlib import Path
 
     spec = find_spec("sklearn")  # (finding a package does not import it)
-    assert spec is not None and spec.origin is not None, "scikit-learn is a dependency"
-    words = runpy.run_path(str(Path(spec.origin).parent / "feature_extraction" / "_stop_words.py"))
-    return frozenset(words["ENGLISH_STOP_WORDS"])
+    if spec is not None and spec.origin is not None:
+        try:
+            words = runpy.run_path(str(Path(spec.origin).parent / "feature_extraction" / "_stop_words.py"))
+            return frozenset(words["ENGLISH_STOP_WORDS"])
+        except (OSError, KeyError):
+            pass
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
 
 
 class TitleGrams:

@@ -88,3 +88,16 @@ def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titl
     for vectorizer in (Counts(token_pattern=words, stop_words=["the"]), TitleGrams(max_df=0.5)):
         with pytest.raises(ValueError):  # nothing to count (SimilarityIndex falls back on this)
             vectorizer.fit_transform(["the", "the"] if isinstance(vectorizer, Counts) else ["abc", "abc"])
+
+
+def test_stop_words_come_from_scikit_learn_even_where_its_file_is_not_found(monkeypatch):
+    """The stop words are read from scikit-learn's file; a scikit-learn that keeps them elsewhere
+    is imported for them instead (an upgrade must not stop grouping)."""
+    import importlib.util
+
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from portal.vectorize import english_stop_words
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert english_stop_words.__wrapped__() == ENGLISH_STOP_WORDS
