@@ -163,6 +163,9 @@ class _SidePostingsWriter(W3PostingsWriter):  # type: ignore[misc]
         return super().finish_postings()
 
 
+_RECORD = struct.Struct("<I")  # the length of a record of a TermPool's run file
+
+
 class TermPool:
     """Whoosh's posting pool (what a segment writer gathers before writing postings), kept by term
     instead of by posting. Whoosh's pool holds a tuple per posting, pickles them to sorted runs
@@ -225,21 +228,22 @@ class TermPool:
         # (an id() does not: processes forked alike allocate alike).
         name = f"terms-{os.getpid()}-{random_name(12)}.run"
         with self.tempstore.create_file(name).raw_file() as f:
-            pickler = pickle.Pickler(f, protocol=pickle.HIGHEST_PROTOCOL)
+            # A record per term, its length first, each pickled alone. (One pickle stream for the
+            # run kept, in the unpickler's memo, every term read back: merging the runs held them
+            # all, and a writer process of a 200k-message import grew to 700 MB with a pool
+            # limit of 128. An unpickler's memo cannot be reset between records.)
             for key in sorted(self.terms):
-                pickler.dump((key, *self.terms[key]))
-                pickler.clear_memo()  # (each term stands alone; the memo would keep every array alive)
+                record = pickle.dumps((key, *self.terms[key]), protocol=pickle.HIGHEST_PROTOCOL)
+                f.write(_RECORD.pack(len(record)))
+                f.write(record)
         self.runs.append(name)
         self.terms, self.size, self.saved_high = {}, 0, self.high
 
     def _read_run(self, name: str) -> Any:
         with self.tempstore.open_file(name).raw_file() as f:
-            load = pickle.Unpickler(f).load  # noqa: S301 - a run this pool wrote a moment ago
-            while True:
-                try:
-                    yield load()
-                except EOFError:
-                    return
+            while head := f.read(_RECORD.size):
+                (length,) = _RECORD.unpack(head)
+                yield pickle.loads(f.read(length))  # noqa: S301 - a run this pool wrote a moment ago
 
     def iter_terms(self) -> Any:
         """(fieldname, term, documents, weights, values) in term order, each term's documents

@@ -623,6 +623,32 @@ def test_the_term_pool_puts_documents_added_out_of_order_in_order(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_the_term_pool_lets_go_of_each_term_it_read_back_from_a_run(tmp_path):
+    """Merging spilled runs holds only the terms being merged: a term read back and handed on is
+    freed once its reader lets it go (an unpickler's memo kept every one: memory grew with the
+    archive instead of staying within the pool's limit)."""
+    import gc
+    import weakref
+
+    from whoosh.filedb.filestore import FileStorage
+
+    from portal.postings import TermPool
+
+    pool = TermPool(FileStorage(str(tmp_path)), limitmb=0.02)
+    for docnum in range(200):
+        for word in range(20):
+            pool.add(("text", b"w%03d" % word, docnum, 1.0, b"v"))
+    assert len(pool.runs) > 2
+    run = pool._read_run(pool.runs[0])
+    read = [weakref.ref(next(run)[1]) for _ in range(19)]  # (20 terms in it: the reader is still open)
+    gc.collect()
+    assert not [r for r in read if r() is not None]
+    assert next(run)[0] == ("text", b"w019") and next(run, None) is None
+    merged = [(t, len(d)) for _f, t, d, _w, _v in pool.iter_terms()]
+    assert merged == [(b"w%03d" % w, 200) for w in range(20)]
+    pool.cleanup()
+
+
 def test_writer_processes_that_spill_postings_to_disk_write_the_whole_index(tmp_path):
     """Past their memory limit writer processes spill postings to run files in the index's
     temporary folder, which they share (their names carry the process and a random part): the
