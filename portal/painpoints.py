@@ -230,7 +230,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                 # Either way of joining needs words >= JOIN_WORDS (JOIN_SAME_TEXT is higher): the
                 # title cosines, the dearer half, are worked out only when some placed thread has that.
                 near = placed & (words >= JOIN_WORDS)
-                titles = index.title_cosine_of(i) if near.any() else np.zeros_like(words)
+                titles = index.title_cosine_of(i, near)
                 ok = near & ((titles >= JOIN_TITLE) | (words >= JOIN_SAME_TEXT))
                 best = np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]
                 comps_of([int(docs[j].id) for j in best])

@@ -83,13 +83,17 @@ class SimilarityIndex:
         data = tf.data * (k1 + 1) / (tf.data + norm)
         self.matrix = sparse.csr_matrix((data.astype(np.float32), tf.indices, tf.indptr), shape=tf.shape)
         self._normed: tuple[sparse.csr_matrix, sparse.csc_matrix] | None = None
-        self._title_rows: sparse.csr_matrix | None = None
         self.titles = TitleGrams(max_df=max_df)
         titled = [normalize_subject(d.title) for d in self.docs]
+        # Title n-grams by document (rows); by n-gram (columns) only once a draft's title is
+        # compared with every document: grouping compares titles only with a few candidates,
+        # and a second copy of millions of entries is most of a large import's grouping memory.
+        self.title_rows: sparse.csr_matrix | None
+        self._title_columns: sparse.csc_matrix | None = None
         try:
-            self.title_matrix = self.titles.fit_transform(titled).tocsc() if any(titled) else None
+            self.title_rows = self.titles.fit_transform(titled) if any(titled) else None
         except ValueError:  # every n-gram in more than half the titles: nothing to tell them apart
-            self.title_matrix = None
+            self.title_rows = None
 
     def extend(self, docs: Sequence[Doc], *, retire: Sequence[int] = ()) -> None:
         """Add documents without rebuilding: they are weighed with the vocabulary, idf and average
@@ -105,16 +109,16 @@ class SimilarityIndex:
             data = (tf.data * (self.k1 + 1) / (tf.data + norm)).astype(np.float32)
             block = sparse.csr_matrix((data, tf.indices, tf.indptr), shape=tf.shape)
             self.matrix = sparse.vstack([self.matrix, block], format="csr")
-            if self.title_matrix is not None:
+            if self.title_rows is not None:
                 titles = self.titles.transform([normalize_subject(d.title) for d in new]).astype(np.float32)
-                self.title_matrix = sparse.vstack([self.title_matrix, titles], format="csc")
+                self.title_rows = sparse.vstack([self.title_rows, titles], format="csr")
             self.docs.extend(Doc(d.kind, d.id, d.title, "") for d in new)
         for i in retire:
             self.matrix.data[self.matrix.indptr[i]:self.matrix.indptr[i + 1]] = 0
-        if retire and self.title_matrix is not None:
-            self.title_matrix.data[np.isin(self.title_matrix.indices, np.asarray(list(retire)))] = 0
+            if self.title_rows is not None:
+                self.title_rows.data[self.title_rows.indptr[i]:self.title_rows.indptr[i + 1]] = 0
         self._normed = None
-        self._title_rows = None
+        self._title_columns = None
 
     def bm25(self, text: str) -> np.ndarray:
         """BM25 score of every document for the words of the text (zeros when it has none)."""
@@ -133,7 +137,7 @@ class SimilarityIndex:
             # nothing, so in a small collection two near-identical reports would look unrelated.
             n = len(self.docs)
             smooth = (np.log((1 + n) / (1 + self.df)) + 1).astype(np.float32)
-            rows = l2_rows(self.matrix.multiply(smooth[None, :]).tocsr())
+            rows = l2_rows(self.matrix.multiply(smooth[None, :]).tocsr(), copy=False)  # (a fresh matrix)
             self._normed = (rows, rows.tocsc())
         rows, cols = self._normed
         row = rows[i]
@@ -141,25 +145,32 @@ class SimilarityIndex:
             return np.zeros(len(self.docs), dtype=np.float32)
         return np.asarray(cols[:, row.indices] @ row.data).ravel()
 
-    def title_cosine_of(self, i: int) -> np.ndarray:
-        """Cosine of document i's title n-grams with every document's title (no re-tokenising)."""
-        if self.title_matrix is None:
-            return np.zeros(len(self.docs), dtype=np.float32)
-        if self._title_rows is None:
-            self._title_rows = self.title_matrix.tocsr()
-        row = self._title_rows[i]
-        if row.nnz == 0:
-            return np.zeros(len(self.docs), dtype=np.float32)
-        return np.asarray(self.title_matrix[:, row.indices] @ row.data).ravel()
+    def title_cosine_of(self, i: int, among: np.ndarray) -> np.ndarray:
+        """Cosine of document i's title n-grams with the titles of the documents `among` marks
+        (a boolean per document; zero for the rest), without re-tokenising."""
+        out = np.zeros(len(self.docs), dtype=np.float32)
+        if self.title_rows is None:
+            return out
+        rows = self.title_rows
+        lo, hi = rows.indptr[i], rows.indptr[i + 1]
+        if lo == hi or not among.any():
+            return out
+        mine = np.zeros(rows.shape[1], dtype=np.float32)
+        mine[rows.indices[lo:hi]] = rows.data[lo:hi]
+        which = np.flatnonzero(among)
+        out[which] = rows[which] @ mine
+        return out
 
     def title_cosine(self, title: str) -> np.ndarray:
         """Cosine of the title's character n-grams with every document's title."""
-        if self.title_matrix is None or not title.strip():
+        if self.title_rows is None or not title.strip():
             return np.zeros(len(self.docs), dtype=np.float32)
         q = self.titles.transform([normalize_subject(title)])
         if q.nnz == 0:
             return np.zeros(len(self.docs), dtype=np.float32)
-        return np.asarray(self.title_matrix[:, q.indices] @ q.data).ravel()
+        if self._title_columns is None:
+            self._title_columns = self.title_rows.tocsc()
+        return np.asarray(self._title_columns[:, q.indices] @ q.data).ravel()
 
     def query(self, text: str, k: int = 10, *, title: str | None = None, exclude: set[int | str] | None = None,
               allowed: np.ndarray | None = None) -> list[tuple[Doc, float]]:

@@ -3,6 +3,7 @@
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from portal.similar import Doc, SimilarityIndex, duplicate_recall
 
@@ -48,6 +49,30 @@ def test_title_ngrams_find_what_whole_words_miss():
     assert found[0][0].id == 1 and 0 < found[0][1] <= 2
 
 
+def test_a_documents_title_is_compared_with_the_candidates_asked_for_only(shared):
+    """Grouping compares a thread's title with the few threads sharing its words: the same
+    cosines a draft with that title gets against every document, zero elsewhere, and no second
+    (by n-gram) copy of the titles is made for it; extended and retired documents count alike."""
+    import gzip
+    import json
+
+    with gzip.open(shared / "corpus/tickets/jira-dedupe/tools-issues.jsonl.gz", "rt") as f:
+        issues = [json.loads(line) for line in f][:400]
+    index = SimilarityIndex(Doc("ticket", i["key"], i.get("summary") or "", i.get("description") or "")
+                            for i in issues[:300])
+    index.extend([Doc("ticket", i["key"], i.get("summary") or "", "") for i in issues[300:]], retire=[5])
+    rng = np.random.default_rng(7)
+    for i in (0, 17, 120, 310, 399):
+        among = rng.random(len(index.docs)) < 0.3
+        got = index.title_cosine_of(i, among)
+        assert index._title_columns is None
+        want = index.title_cosine(index.docs[i].title)
+        assert np.allclose(got[among], want[among], atol=1e-6) and not got[~among].any()
+        assert got[among].max() > 0.2 and (not among[i] or got[i] > 0.99)
+        index._title_columns = None
+    assert not index.title_cosine_of(5, np.ones(len(index.docs), dtype=bool)).any()  # retired
+
+
 def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titles(shared):
     """portal.vectorize computes what scikit-learn's CountVectorizer and TfidfVectorizer compute
     with SimilarityIndex's settings (same vocabulary and order, counts, idf, weights, norms), on
@@ -70,6 +95,7 @@ def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titl
     assert english_stop_words() == ENGLISH_STOP_WORDS
     words = WORDS
     fit, rest = texts[: len(texts) * 2 // 3], texts[len(texts) * 2 // 3:]
+    fit = ["", *fit[:9], "the of and", *fit[9:], "", "the"]  # (empty rows first, between and last)
     ours = Counts(token_pattern=words, stop_words=ENGLISH_STOP_WORDS | _EXTRA_STOP, max_df=0.5)
     theirs = CountVectorizer(lowercase=True, token_pattern=words, stop_words=list(ENGLISH_STOP_WORDS | _EXTRA_STOP),
                              max_df=0.5, dtype=np.float32)
@@ -85,6 +111,8 @@ def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titl
     assert a.dtype == b.dtype == np.float32 and abs(a - b).max() < 1e-6
     assert abs(grams.transform(rest) - tfidf.transform(rest)).max() < 1e-6
     assert abs(l2_rows(a * 3) - normalize(a * 3)).max() < 1e-6
+    many = sparse.vstack([a * 3] * 20, format="csr")  # (rows normalised a few thousand at a time)
+    assert many.shape[0] > 5000 and abs(l2_rows(many.copy(), copy=False) - normalize(many)).max() < 1e-6
     for vectorizer in (Counts(token_pattern=words, stop_words=["the"]), TitleGrams(max_df=0.5)):
         with pytest.raises(ValueError):  # nothing to count (SimilarityIndex falls back on this)
             vectorizer.fit_transform(["the", "the"] if isinstance(vectorizer, Counts) else ["abc", "abc"])
