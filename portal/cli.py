@@ -21,7 +21,7 @@ from importers.sources import FORMATS, total_bytes
 
 from . import db as dbmod
 from .auth import create_token
-from .bulk import fewer_collections, skip_last_collection
+from .bulk import fewer_collections, release_free_memory, skip_last_collection
 from .enrich import Enricher
 from .ingest import Ingest, reclassify
 from .models import ROLES, ImportProblemRow, ImportRun, MailingList, Person, User
@@ -116,6 +116,7 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
     update, settled = _index_settled(bulk_index, result.threads) if bulk_index is not None else (None, [])
     if update is not None:
         lap("index_settled")
+    release_free_memory()  # (storing's batches: grouping starts from a smaller process)
     try:
         with dbmod.session_scope() as session:
             grouped = group(session)
