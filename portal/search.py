@@ -516,10 +516,13 @@ class WhooshIndex:
     writer: `procs` processes analyse and write a segment each while this one reads documents
     from the database; analysis is pure Python, so on two cores this nearly halves the time."""
 
-    def __init__(self, folder: Path, procs: int = 1, *, limitmb: float = 128):
+    def __init__(self, folder: Path, procs: int = 1, *, limitmb: float = 48):
         self.folder = folder
         self.procs = max(1, procs)
-        self.limitmb = limitmb  # postings each writer gathers in memory before spilling them to disk
+        # Postings each writer gathers in memory before spilling them to disk. Whoosh's default
+        # is 128; at 48 a writer process of a 200k-message archive's rebuild peaks at 154 MB
+        # instead of 215, for 1-2% more time (the spilled runs are merged a term at a time).
+        self.limitmb = limitmb
 
     def prepare_bulk(self) -> None:
         """Start the server that bulk writer processes are forked from now, with this module
