@@ -195,13 +195,17 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
             refs.update(thread_refs(session, chunk))
         # Components are read only for the threads a decision looks at: the new ones and the
         # few similar candidates (reading them for every assigned thread cost seconds).
-        comps: dict[int, set[str]] = {}
+        # (Threads share a few sets of components: one frozenset each, not one set per thread.)
+        comps: dict[int, frozenset[str]] = {}
+        shared: dict[frozenset[str], frozenset[str]] = {}
 
         def comps_of(tids: list[int]) -> None:
             wanted = [t for t in tids if t not in comps]
             for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
                 found = thread_components(session, chunk, reasons=False)
-                comps.update({t: {c["name"] for c in found.get(t, [])} for t in chunk})
+                for t in chunk:
+                    names = frozenset(c["name"] for c in found.get(t, []))
+                    comps[t] = shared.setdefault(names, names)
 
         comps_of(new_ids)
         unlinked = _unlinked(session)
@@ -217,7 +221,8 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
             point_refs.setdefault(pp, set()).add(r)
         subjects = {t: docs[i].title for t, i in pos.items()}
         fresh_points: list[dict[str, Any]] = []
-        fresh_members: list[dict[str, Any]] = []
+        # (pain point, thread, how, score, when): a row each, made a dict only to be inserted
+        fresh_members: list[tuple[int, int, str, float, datetime]] = []
         for tid in new_ids:
             target, how, score = None, "new", 0.0
             for r in refs.get(tid, []):
@@ -236,7 +241,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
                 comps_of([int(docs[j].id) for j in best])
                 for j in best:
                     other = int(docs[j].id)
-                    mine, theirs = comps.get(tid, set()), comps.get(other, set())
+                    mine, theirs = comps.get(tid, frozenset()), comps.get(other, frozenset())
                     if mine and theirs and not mine & theirs:
                         continue
                     named, known = set(refs.get(tid, [])), point_refs.get(point_of[other], set())
@@ -254,8 +259,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
             else:
                 result.joined_by_ticket += how == "ticket"
                 result.joined_by_similarity += how == "similar"
-            fresh_members.append(dict(pain_point_id=target, thread_id=tid, how=how, score=round(score, 4),
-                                      by="earshot", added_at=now or utcnow()))
+            fresh_members.append((target, tid, how, round(score, 4), now or utcnow()))
             point_of[tid] = target
             if tid in pos:
                 placed[pos[tid]] = True
@@ -271,10 +275,10 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
             insert(PainPoint.__table__).returning(PainPoint.__table__.c.id, sort_by_parameter_order=True),
             fresh_points).scalars()) if fresh_points else []
         real = {-1 - i: int(pk) for i, pk in enumerate(point_ids)}
-        for m in fresh_members:
-            m["pain_point_id"] = real.get(m["pain_point_id"], m["pain_point_id"])
         for chunk in (fresh_members[i:i + 5000] for i in range(0, len(fresh_members), 5000)):
-            session.execute(insert(PainPointMember.__table__), chunk)
+            session.execute(insert(PainPointMember.__table__), [
+                dict(pain_point_id=real.get(pp, pp), thread_id=tid, how=how, score=score, by="earshot", added_at=when)
+                for pp, tid, how, score, when in chunk])
         touched = {real.get(t, t) for t in touched}
     session.flush()
     # Pain points whose threads changed elsewhere (threads merged by an import) are stale too.
