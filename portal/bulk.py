@@ -13,6 +13,8 @@ import atexit
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
 
 THRESHOLDS = (50_000, 20, 100)
 
@@ -49,15 +51,23 @@ def release_free_memory() -> bool:
     and frees a great many temporary objects; glibc keeps the pages they were in, so the process
     stays that much larger while it goes on to other work. Regrouping a 200k-message archive:
     214 -> 152 MB right after the index is built, and a peak of 278 -> 247 MB, in a few ms."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to do
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    trim.argtypes = [ctypes.c_size_t]
     trim(0)
     return True
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> Any:
+    """glibc's malloc_trim among the symbols the process has loaded (no library search: that
+    runs ldconfig), or None (musl, macOS)."""
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
