@@ -27,6 +27,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for flag in ("PRIVATE", "DEMO_SIGNIN"):
         app.config[flag] = str(app.config[flag]).lower() in ("1", "true", "yes", "on")
     app.config["INDEX_PROCS"] = _processes(app.config["INDEX_PROCS"])
+    app.config["INDEX_MEMORY_MB"] = _megabytes(app.config["INDEX_MEMORY_MB"])
     if app.config["ENV"] == "production" and app.config["DEMO_SIGNIN"]:
         raise RuntimeError("EARSHOT_DEMO_SIGNIN lets anyone sign in as anyone; it cannot be on when "
                            "EARSHOT_ENV=production")
@@ -100,6 +101,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         return response
 
     return app
+
+
+def _megabytes(value: object) -> int:
+    """EARSHOT_INDEX_MEMORY_MB: a whole number of megabytes, at least 8; checked at start-up."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 8:
+        raise RuntimeError(f"EARSHOT_INDEX_MEMORY_MB is a number of megabytes, 8 or more, not {value!r}")
+    return int(text)
 
 
 def _processes(value: object) -> int:

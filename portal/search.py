@@ -519,9 +519,9 @@ class WhooshIndex:
     def __init__(self, folder: Path, procs: int = 1, *, limitmb: float = 48):
         self.folder = folder
         self.procs = max(1, procs)
-        # Postings each writer gathers in memory before spilling them to disk. Whoosh's default
-        # is 128; at 48 a writer process of a 200k-message archive's rebuild peaks at 154 MB
-        # instead of 215, for 1-2% more time (the spilled runs are merged a term at a time).
+        # Postings each writer gathers in memory before spilling them to disk (EARSHOT_INDEX_MEMORY_MB).
+        # Whoosh's default is 128; at 48 a writer process of a 200k-message archive's rebuild peaks
+        # at 154 MB instead of 215, for 1-2% more time (the spilled runs are merged a term at a time).
         self.limitmb = limitmb
 
     def prepare_bulk(self) -> None:
@@ -995,7 +995,8 @@ def index_for(config: Any) -> WhooshIndex | PostgresIndex:
         if not str(config["SQLALCHEMY_URL"]).startswith("postgresql"):
             raise SearchError("backend", "EARSHOT_SEARCH_BACKEND=postgres needs a PostgreSQL database")
         return PostgresIndex(dbmod.engine())
-    return WhooshIndex(Path(str(config["DATA_DIR"])) / "search", procs=int(config.get("INDEX_PROCS") or 1))
+    return WhooshIndex(Path(str(config["DATA_DIR"])) / "search", procs=int(config.get("INDEX_PROCS") or 1),
+                       limitmb=float(config.get("INDEX_MEMORY_MB") or 48))
 
 
 def reindex(session: Session, config: Any, *, thread_ids: Iterable[int] = (),

@@ -386,7 +386,7 @@ def test_match_sets_from_posting_lists_are_exact_and_hold_the_ranking_to_them(tm
     assert sorted(int(searcher.document_number(key=f"thread:{h['id']}")) for h in hits) == sorted(expected)
 
 
-def test_index_processes_are_checked_when_the_app_starts(tmp_path):
+def test_index_processes_and_memory_are_checked_when_the_app_starts(tmp_path):
     from portal import create_app
 
     base = {"DATA_DIR": str(tmp_path), "DATABASE_URL": "", "SECRET_KEY": "x"}
@@ -395,6 +395,15 @@ def test_index_processes_are_checked_when_the_app_starts(tmp_path):
     for bad in ("many", "0", "-2", "2.5"):
         with pytest.raises(RuntimeError, match="EARSHOT_INDEX_PROCS is 'auto' or a number"):
             create_app({**base, "INDEX_PROCS": bad})
+    # The writers' postings memory likewise, and the index is made with it.
+    from portal.search import index_for
+
+    app = create_app({**base, "INDEX_MEMORY_MB": "96"})
+    assert app.config["INDEX_MEMORY_MB"] == 96 and index_for(app.config).limitmb == 96
+    assert index_for(create_app(base).config).limitmb == 48
+    for bad in ("lots", "4", "-1", "64.5", ""):
+        with pytest.raises(RuntimeError, match="EARSHOT_INDEX_MEMORY_MB is a number of megabytes"):
+            create_app({**base, "INDEX_MEMORY_MB": bad})
 
 
 def test_posting_arrays_beside_each_segment_equal_whooshs_blocks(tmp_path):
