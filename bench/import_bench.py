@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,26 +42,78 @@ def _child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return elapsed, max(peak, before) / 1024, proc.stdout
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below this one (Linux /proc), however it was started."""
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            found += kids
+            stack += kids
+    return found
+
+
+def _high_water_kb(pid: int) -> int:
+    """A process's peak RSS so far (VmHWM), 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
+
+
+def run_with_peak(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run a command; its result and the peak RSS in MB of the largest process of its tree.
+
+    `ru_maxrss` of children misses processes that a fork server started (Earshot's index writers:
+    the fork server is never waited for, so their usage never reaches this process), so the tree
+    is also walked every 50 ms and each process's own high-water mark read while it lives."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks: dict[int, int] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for pid in [proc.pid, *_descendants(proc.pid)]:
+                peaks[pid] = max(peaks.get(pid, 0), _high_water_kb(pid))
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    done.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss is the largest child so far: it counts here only when this run raised it.
+    waited = after if after > before else 0
+    peak_kb = max([waited, *peaks.values()])
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak_kb / 1024
+
+
 def import_with_earshot(path: Path, data_dir: Path) -> dict[str, Any]:
     env = {**os.environ, "EARSHOT_DATA_DIR": str(data_dir), "FLASK_APP": "app.py"}
     env.pop("EARSHOT_DATABASE_URL", None)
     flask = [sys.executable, "-m", "flask"]
     subprocess.run([*flask, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", (
-        "import json,resource,subprocess,sys;"
-        "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-        "print(json.dumps({'rc':p.returncode,'out':p.stdout,'err':p.stderr[-2000:],"
-        "'maxrss_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"),
-        *flask, "import", "--json", str(path)], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    proc, peak_mb = run_with_peak([*flask, "import", "--json", str(path)], env, ROOT)
     elapsed = time.perf_counter() - start
-    wrapper = json.loads(proc.stdout)
-    if wrapper["rc"] != 0:
-        raise SystemExit(f"earshot import failed: {wrapper['err']}")
-    summary = json.loads(wrapper["out"])
+    if proc.returncode != 0:
+        raise SystemExit(f"earshot import failed: {proc.stderr[-2000:]}")
+    summary = json.loads(proc.stdout)
     if summary.get("index_problem"):  # stored, but not searchable: not a run to report figures of
         raise SystemExit(f"earshot import did not write its search index: {summary['index_problem']}")
-    return {"seconds": elapsed, "messages_new": summary["messages_new"], "peak_rss_mb": wrapper["maxrss_kb"] / 1024,
+    return {"seconds": elapsed, "messages_new": summary["messages_new"], "peak_rss_mb": peak_mb,
             "steps": summary.get("seconds", {})}
 
 

@@ -6,7 +6,8 @@ For each size, generates the messages with the project's demo generator (as an m
 Maildir for notmuch; both kept in --workdir and reused, named as `import_phases.py` names them),
 imports the mbox with `flask import --json` into a fresh SQLite database in a child process, and
 records the peak RSS of its largest process (the importing one, the parser or an index writer:
-`ru_maxrss` of the process tree), then runs `notmuch new` on the Maildir from scratch the same way.
+each process's high-water mark, `import_bench.run_with_peak`), then runs `notmuch new` on the
+Maildir from scratch (one process: its `ru_maxrss`).
 `growth` is the peak at the largest size divided by the peak at the smallest (1.0 is flat), for
 each tool. Prints one JSON object on its last line.
 """
