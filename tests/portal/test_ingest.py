@@ -382,8 +382,9 @@ def test_free_heap_pages_go_back_to_the_operating_system():
 
     from portal.bulk import release_free_memory
 
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip(f"malloc_trim is glibc's; this C library is {platform.libc_ver()[0] or 'unknown'}")
+    if platform.libc_ver()[0] != "glibc":  # (Debian, here and in CI, is glibc: this branch is for others)
+        assert release_free_memory() is False  # no malloc_trim: a documented no-op, never an error
+        return
 
     def anonymous_mb() -> float:
         with open("/proc/self/status") as f:
