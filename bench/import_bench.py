@@ -31,17 +31,6 @@ sys.path.insert(0, str(ROOT))
 from portal.demo import write_maildir, write_mbox  # noqa: E402
 
 
-def _child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Run a command as a child; wall seconds, its peak RSS in MB, and its stdout."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-    elapsed = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest child so far; each measured child runs after smaller ones.
-    return elapsed, max(peak, before) / 1024, proc.stdout
-
-
 def _descendants(pid: int) -> list[int]:
     """Every process below this one (Linux /proc), however it was started."""
     found, stack = [], [pid]

@@ -7,7 +7,7 @@ Maildir for notmuch; both kept in --workdir and reused, named as `import_phases.
 imports the mbox with `flask import --json` into a fresh SQLite database in a child process, and
 records the peak RSS of its largest process (the importing one, the parser or an index writer:
 each process's high-water mark, `import_bench.run_with_peak`), then runs `notmuch new` on the
-Maildir from scratch (one process: its `ru_maxrss`).
+Maildir from scratch, measured the same way.
 `growth` is the peak at the largest size divided by the peak at the smallest (1.0 is flat), for
 each tool. Prints one JSON object on its last line.
 """
@@ -17,22 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from import_bench import import_with_earshot, notmuch_env, scratch  # noqa: E402 - the same set-ups
+from import_bench import import_with_earshot, notmuch_env, run_with_peak, scratch  # noqa: E402 - the same set-ups
 
 from portal.demo import write_maildir, write_mbox  # noqa: E402
-
-# Runs a command as its child and prints the largest peak RSS among its reaped process tree.
-_PEAK = ("import json,resource,subprocess,sys;"
-         "p=subprocess.run(sys.argv[1:],capture_output=True,text=True);"
-         "print(json.dumps({'rc':p.returncode,'err':p.stderr[-2000:],"
-         "'maxrss_kb':resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
 
 
 def notmuch_peak(maildir: Path, work: Path) -> float | None:
@@ -41,11 +34,10 @@ def notmuch_peak(maildir: Path, work: Path) -> float | None:
     if env is None:
         return None
     shutil.rmtree(maildir / ".notmuch", ignore_errors=True)
-    out = json.loads(subprocess.run([sys.executable, "-c", _PEAK, "notmuch", "new", "--quiet"], env=env,
-                                    capture_output=True, text=True, check=True).stdout)
-    if out["rc"] != 0:
-        raise SystemExit(f"notmuch new failed: {out['err']}")
-    return float(out["maxrss_kb"]) / 1024
+    proc, peak_mb = run_with_peak(["notmuch", "new", "--quiet"], env, work)
+    if proc.returncode != 0:
+        raise SystemExit(f"notmuch new failed: {proc.stderr[-2000:]}")
+    return peak_mb
 
 
 def main() -> None:
