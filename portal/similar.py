@@ -28,7 +28,7 @@ from scipy import sparse
 from importers.text import normalize_subject
 
 from .bulk import release_free_memory
-from .vectorize import Counts, TitleGrams, english_stop_words, l2_rows
+from .vectorize import Counts, TitleGrams, document_frequencies, english_stop_words, l2_rows
 
 WORDS = r"(?u)\b[a-zA-Z][\w\-.]*\w\b|\b\w{2,}\b"  # keeps nova-compute, l3-agent, oslo.messaging whole
 # Words that carry no topic in bug reports and list mail, on top of English stop words.
@@ -71,7 +71,7 @@ class SimilarityIndex:
             self.vectorizer.fit(["placeholder"])
             tf = sparse.csr_matrix((len(self.docs), 1), dtype=np.float32)
         n = tf.shape[0]
-        df = np.bincount(tf.indices, minlength=tf.shape[1]) if n else np.zeros(0)
+        df = document_frequencies(tf.indices, tf.shape[1]) if n else np.zeros(0)
         self.df = df
         self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
         lengths = np.asarray(tf.sum(axis=1)).ravel()

@@ -39,7 +39,9 @@ class Counts:
 
         self.analyze = analyzer
 
-    def _count(self, docs: Iterable[str], vocabulary: dict[str, int], grow: bool) -> sparse.csr_matrix:
+    def _arrays(self, docs: Iterable[str], vocabulary: dict[str, int], grow: bool) -> tuple[array, array, array]:
+        """Column indices, counts and row offsets of the documents' words, in the order each row
+        first met them (columns numbered as `vocabulary` grows)."""
         # Typed arrays, not lists: a list holds an int object per entry (36 bytes, not 4), and the
         # title n-grams of a large archive's pain threads are millions of entries (a 200k-message
         # import: 3.4 million, 120 MB as lists).
@@ -58,36 +60,28 @@ class Counts:
             indices.extend(seen)
             counts.extend(seen.values())
             indptr.append(len(indices))
-        matrix = sparse.csr_matrix((np.frombuffer(counts, dtype=np.float32), np.frombuffer(indices, dtype=np.int32),
-                                    np.frombuffer(indptr, dtype=np.int64).astype(np.int32)),
-                                   shape=(len(indptr) - 1, len(vocabulary)), dtype=np.float32)
-        matrix.sort_indices()
-        return matrix
+        return indices, counts, indptr
+
+    def _count(self, docs: Iterable[str], vocabulary: dict[str, int], grow: bool) -> sparse.csr_matrix:
+        indices, counts, indptr = self._arrays(docs, vocabulary, grow)
+        return _csr(indices, counts, np.frombuffer(indptr, dtype=np.int64), len(vocabulary))
 
     def fit_transform(self, docs: Iterable[str]) -> sparse.csr_matrix:
         vocabulary: dict[str, int] = {}
-        counts = self._count(docs, vocabulary, grow=True)
+        indices, counts, indptr = self._arrays(docs, vocabulary, grow=True)
         if not vocabulary:
             raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
-        df = np.bincount(counts.indices, minlength=counts.shape[1])
-        keep = df <= self.max_df * counts.shape[0]
+        rows = len(indptr) - 1
+        df = document_frequencies(np.frombuffer(indices, dtype=np.int32), len(vocabulary))
+        keep = df <= self.max_df * rows
         if not keep.any():
             raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
         words = sorted(w for w, column in vocabulary.items() if keep[column])
         self.vocabulary_ = {w: i for i, w in enumerate(words)}
-        # Columns renumbered alphabetically and the pruned ones dropped, entry by entry (a column
-        # selection, counts[:, order], copied the matrix twice over: a large archive's title
-        # n-grams are millions of entries).
-        column = np.full(counts.shape[1], -1, dtype=np.int32)
+        column = np.full(len(vocabulary), -1, dtype=np.int32)
         column[np.asarray([vocabulary[w] for w in words], dtype=np.int64)] = np.arange(len(words), dtype=np.int32)
-        renumbered = column[counts.indices]
-        kept = renumbered >= 0
-        before = np.zeros(len(kept) + 1, dtype=np.int32)  # entries kept before each one
-        np.cumsum(kept, out=before[1:])
-        out = sparse.csr_matrix((counts.data[kept], renumbered[kept], before[counts.indptr]),
-                                shape=(counts.shape[0], len(words)), dtype=np.float32)
-        out.sort_indices()
-        return out
+        offsets = _renumber(indices, counts, np.frombuffer(indptr, dtype=np.int64), column)
+        return _csr(indices, counts, offsets, len(words))
 
     def fit(self, docs: Iterable[str]) -> Counts:
         self.fit_transform(docs)
@@ -95,6 +89,53 @@ class Counts:
 
     def transform(self, docs: Iterable[str]) -> sparse.csr_matrix:
         return self._count(docs, self.vocabulary_, grow=False)
+
+
+def document_frequencies(indices: np.ndarray, columns: int) -> np.ndarray:
+    """How many rows hold each column, from a matrix's column indices (each at most once a row),
+    a quarter million entries at a time (bincount takes a 64-bit copy of the indices it counts)."""
+    df = np.zeros(columns, dtype=np.int64)
+    step = 1 << 18
+    for lo in range(0, len(indices), step):
+        df += np.bincount(indices[lo:lo + step], minlength=columns)
+    return df
+
+
+def _renumber(indices: array, counts: array, indptr: np.ndarray, column: np.ndarray) -> np.ndarray:
+    """Each entry's column renumbered through `column` (-1: dropped), the dropped entries removed,
+    in the arrays themselves, a few thousand rows at a time; returns the new row offsets.
+
+    (Renumbering with whole-matrix operations held four more arrays as long as the matrix: a large
+    archive's title n-grams are millions of entries.)"""
+    where = np.frombuffer(indices, dtype=np.int32)
+    values = np.frombuffer(counts, dtype=np.float32)
+    rows = len(indptr) - 1
+    out = np.zeros(rows + 1, dtype=np.int64)
+    written = 0
+    step = 1024
+    for start in range(0, rows, step):
+        end = min(start + step, rows)
+        lo, hi = int(indptr[start]), int(indptr[end])
+        renumbered = column[where[lo:hi]]
+        kept = renumbered >= 0
+        before = np.zeros(hi - lo + 1, dtype=np.int64)  # entries kept before each one
+        np.cumsum(kept, out=before[1:])
+        n = int(before[-1])
+        values[written:written + n] = values[lo:hi][kept]  # (a copy first: never overwrites what it reads)
+        where[written:written + n] = renumbered[kept]
+        out[start + 1:end + 1] = written + before[indptr[start + 1:end + 1] - lo]
+        written += n
+    del where, values  # (the views pin the arrays' size)
+    del indices[written:], counts[written:]  # (given back)
+    return out
+
+
+def _csr(indices: array, counts: array, indptr: np.ndarray, columns: int) -> sparse.csr_matrix:
+    """A matrix over the arrays' memory (no copy), each row's entries in column order."""
+    matrix = sparse.csr_matrix((np.frombuffer(counts, dtype=np.float32), np.frombuffer(indices, dtype=np.int32),
+                                indptr.astype(np.int32)), shape=(len(indptr) - 1, columns), dtype=np.float32)
+    matrix.sort_indices()
+    return matrix
 
 
 def char_wb_ngrams(text: str, low: int = 3, high: int = 5) -> list[str]:
@@ -120,10 +161,10 @@ def l2_rows(matrix: sparse.csr_matrix, *, copy: bool = True) -> sparse.csr_matri
     """Each row divided by its Euclidean length (summed in double precision); empty rows stay.
     With copy=False the matrix's own values are divided (and it is returned)."""
     out = matrix.tocsr(copy=True) if copy or matrix.format != "csr" else matrix
-    # A few thousand rows at a time: the double-precision copies of a whole matrix of millions
-    # of entries were most of building a similarity index's memory. (Each row is summed in
-    # the same order either way: the same lengths.)
-    step = 4096
+    # A thousand rows at a time: the double-precision copies of a whole matrix of millions of
+    # entries were most of building a similarity index's memory. (Each row is summed in the same
+    # order either way: the same lengths.)
+    step = 1024
     for start in range(0, out.shape[0], step):
         end = min(start + step, out.shape[0])
         lo, hi = int(out.indptr[start]), int(out.indptr[end])
@@ -170,12 +211,14 @@ class TitleGrams:
         data = counts.data
         np.log(data, out=data)
         data += 1
-        data *= self.idf_[counts.indices]
+        step = 1 << 18  # (a weight per entry at once was half the matrix again)
+        for lo in range(0, len(data), step):
+            data[lo:lo + step] *= self.idf_[counts.indices[lo:lo + step]]
         return l2_rows(counts, copy=False)
 
     def fit_transform(self, titles: Iterable[str]) -> sparse.csr_matrix:
         counts = self.counts.fit_transform(titles)
-        df = np.bincount(counts.indices, minlength=counts.shape[1]).astype(np.float32) + 1.0
+        df = document_frequencies(counts.indices, counts.shape[1]).astype(np.float32) + 1.0
         idf = np.full_like(df, fill_value=counts.shape[0] + 1, dtype=np.float32)
         idf /= df
         np.log(idf, out=idf)

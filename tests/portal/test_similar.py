@@ -103,6 +103,9 @@ def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titl
     assert ours.vocabulary_ == theirs.vocabulary_ and len(ours.vocabulary_) > 1000
     assert a.dtype == b.dtype == np.float32 and (a != b).nnz == 0
     assert (ours.transform(rest) != theirs.transform(rest)).nnz == 0
+    many = fit * 5  # (renumbered a thousand rows at a time, words dropped in every block)
+    a, b = ours.fit_transform(many), theirs.fit_transform(many)
+    assert len(many) > 2048 and ours.vocabulary_ == theirs.vocabulary_ and (a != b).nnz == 0
     fit, rest = titles[: len(titles) * 2 // 3], titles[len(titles) * 2 // 3:]
     grams, tfidf = TitleGrams(max_df=0.5), TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), sublinear_tf=True,
                                                            max_df=0.5, dtype=np.float32)
@@ -129,3 +132,26 @@ def test_stop_words_come_from_scikit_learn_even_where_its_file_is_not_found(monk
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert english_stop_words.__wrapped__() == ENGLISH_STOP_WORDS
+
+
+def test_fitting_title_ngrams_holds_little_beyond_the_matrix_it_returns():
+    """Counting, renumbering and weighing work in the matrix's own arrays, a block at a time: a
+    large archive's pain thread titles are millions of n-grams, and copies of them all were most of
+    grouping's memory (before: 3.4 times the matrix at the peak)."""
+    import random
+    import tracemalloc
+
+    from portal.vectorize import TitleGrams
+
+    rng = random.Random(3)
+    words = ["nova", "neutron", "quota", "scheduler", "cells", "router", "default", "route", "detach",
+             "volume", "l3-agent", "placement", "migration", "broken", "after", "upgrade"]
+    titles = [" ".join(rng.choice(words) for _ in range(8)) + f" x{i % 300}" for i in range(20000)]
+    tracemalloc.start()
+    try:
+        matrix = TitleGrams(max_df=0.5).fit_transform(titles)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    size = matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
+    assert matrix.nnz > 1_000_000 and peak < 1.6 * size, (peak, size)
