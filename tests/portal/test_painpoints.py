@@ -385,3 +385,30 @@ def test_pages_list_triage_and_act_on_pain_points(app, client, import_paths, tmp
     event = next(h for h in client.get(f"/api/v1/painpoints/{routers}").get_json()["history"] if h["action"] == "merge")
     client.post(f"/painpoints/{quota}/triage", data={"action": "undo", "event": str(event["id"]), "csrf_token": csrf})
     assert points(client)["total"] == 2
+
+
+def test_refresh_reads_pain_points_in_chunks_bounded_by_their_threads(client, import_paths, tmp_path):
+    """Refreshing reads every message of a chunk's threads, and an archive's oldest pain points hold
+    the most threads: a chunk ends before it passes the threads allowed (a pain point larger than
+    that alone is a chunk of its own), and within the number of pain points allowed."""
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        *[{"id": f"q{i}@x", "date": f"Mon, {5 + i} May 2014 10:00:00 +0000", "frm": f"Op{i} <op{i}@telco.example>",
+           "subject": "[Openstack-operators] Quota usage drifts after resize", "body": OUTAGE + " LP #1500001"}
+          for i in range(3)],
+        {"id": "v1@x", "date": "Wed, 14 May 2014 10:00:00 +0000", "frm": "Tim <tim@cern.example>",
+         "subject": "[Openstack-operators] Volumes stuck detaching with Ceph", "body": OUTAGE + " LP #1500002"},
+        {"id": "d1@x", "date": "Thu, 15 May 2014 10:00:00 +0000", "frm": "Priya <priya@univ.example>",
+         "subject": "[Openstack-operators] DHCP leases lost", "body": OUTAGE + " LP #1500003"},
+    ))
+    from portal import db as dbmod
+    from portal.painpoints import _by_size
+
+    items = points(client, sort="oldest")["items"]
+    assert [p["reports"] for p in items] == [3, 1, 1]
+    ids = [p["id"] for p in items]
+    with client.application.app_context(), dbmod.session_scope() as s:
+        assert list(_by_size(s, ids, threads=2)) == [[ids[0]], [ids[1], ids[2]]]
+        assert list(_by_size(s, ids, threads=4)) == [[ids[0], ids[1]], [ids[2]]]
+        assert list(_by_size(s, ids, points=1)) == [[i] for i in ids]
+        assert list(_by_size(s, ids)) == [ids]
