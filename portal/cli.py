@@ -119,7 +119,7 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
     release_free_memory()  # (storing's batches: grouping starts from a smaller process)
     try:
         with dbmod.session_scope() as session:
-            grouped = group(session)
+            grouped = group(session, keep_index=False)  # (the process ends: nothing would use it)
     except BaseException:
         if update is not None:
             update.abandon()
@@ -347,7 +347,7 @@ def classify_command(everything: bool, learn: bool) -> None:
     with dbmod.session_scope() as s:
         done = reclassify(s, enricher, everything=everything, show_progress=sys.stderr.isatty())
     with dbmod.session_scope() as s:
-        grouped = group(s)
+        grouped = group(s, keep_index=False)
     click.echo(f"re-judged {done} messages with ruleset {enricher.taxonomy.version}; pain points: "
                f"{grouped.pain_points_new} new, {grouped.left} threads left, {grouped.refreshed} refreshed")
 
@@ -671,7 +671,7 @@ def painpoints_group() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def painpoints_group_command(as_json: bool) -> None:
     with dbmod.session_scope() as s:
-        result = group(s).as_dict()
+        result = group(s, keep_index=False).as_dict()
     click.echo(json.dumps(result) if as_json else ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.items()))
 
 

@@ -150,10 +150,17 @@ def settled_threads(session: Session, thread_ids: Iterable[int], *, threshold: f
             for t in session.execute(select(Thread.id).where(Thread.id.in_(chunk)).order_by(Thread.id)).scalars()]
 
 
-def group(session: Session, *, threshold: float | None = None, now: datetime | None = None) -> GroupResult:
+def group(session: Session, *, threshold: float | None = None, now: datetime | None = None,
+          keep_index: bool = True) -> GroupResult:
     """Put every pain thread not yet in a pain point into one, take out threads no longer judged
-    pain (unless a developer put them there), and refresh the pain points that changed."""
-    from .similar import subset_index
+    pain (unless a developer put them there), and refresh the pain points that changed.
+
+    `keep_index` keeps the similarity index of the pain threads for this process's next grouping
+    (a web worker, where reports come one at a time: the next costs a few documents); a one-off
+    run (an import from the command line) lets it go before the pain points are refreshed (a
+    200k-message archive's is about 50 MB)."""
+    from .bulk import release_free_memory
+    from .similar import forget_subset_index
     from .threads import _taxonomy
 
     if threshold is None:
@@ -179,107 +186,10 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         select(Thread.id).where(Thread.id.in_(pain), Thread.id.not_in(select(PainPointMember.thread_id)))
         .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)).scalars())
     if new_ids:
-        assigned = list(members)
-        index, positions = subset_index(session, str(session.get_bind().url), assigned + new_ids)
-        docs = index.docs
-        pos = {t: positions[t] for t in assigned + new_ids if t in positions}
-        placed = np.zeros(len(docs), dtype=bool)
-        point_of: dict[int, int] = {}
-        for tid in assigned:
-            point_of[tid] = members[tid]
-            if tid in pos:
-                placed[pos[tid]] = True
-        refs: dict[int, list[str]] = {}
-        everything = assigned + new_ids
-        for chunk in (everything[i:i + 500] for i in range(0, len(everything), 500)):
-            refs.update(thread_refs(session, chunk))
-        # Components are read only for the threads a decision looks at: the new ones and the
-        # few similar candidates (reading them for every assigned thread cost seconds).
-        # (Threads share a few sets of components: one frozenset each, not one set per thread.)
-        comps: dict[int, frozenset[str]] = {}
-        shared: dict[frozenset[str], frozenset[str]] = {}
-
-        def comps_of(tids: list[int]) -> None:
-            wanted = [t for t in tids if t not in comps]
-            for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
-                found = thread_components(session, chunk, reasons=False)
-                for t in chunk:
-                    names = frozenset(c["name"] for c in found.get(t, []))
-                    comps[t] = shared.setdefault(names, names)
-
-        comps_of(new_ids)
-        unlinked = _unlinked(session)
-        ref_point: dict[str, int] = {}
-        point_refs: dict[int, set[str]] = {}
-        for tid in assigned:
-            for r in refs.get(tid, []):
-                ref_point.setdefault(r, point_of[tid])
-                point_refs.setdefault(point_of[tid], set()).add(r)
-        for pp, r in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref)
-                                     .where(PainPointTicket.state == "linked")):
-            ref_point.setdefault(r, pp)
-            point_refs.setdefault(pp, set()).add(r)
-        subjects = {t: docs[i].title for t, i in pos.items()}
-        fresh_points: list[dict[str, Any]] = []
-        # (pain point, thread, how, score, when): a row each, made a dict only to be inserted
-        fresh_members: list[tuple[int, int, str, float, datetime]] = []
-        for tid in new_ids:
-            target, how, score = None, "new", 0.0
-            for r in refs.get(tid, []):
-                if r in ref_point and (ref_point[r], r) not in unlinked:
-                    target, how, score = ref_point[r], "ticket", 1.0
-                    break
-            if target is None and tid in pos and placed.any():
-                i = pos[tid]
-                words = index.word_cosine(i)
-                # Either way of joining needs words >= JOIN_WORDS (JOIN_SAME_TEXT is higher): the
-                # title cosines, the dearer half, are worked out only when some placed thread has that.
-                near = placed & (words >= JOIN_WORDS)
-                titles = index.title_cosine_of(i, near)
-                ok = near & ((titles >= JOIN_TITLE) | (words >= JOIN_SAME_TEXT))
-                best = np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]
-                comps_of([int(docs[j].id) for j in best])
-                for j in best:
-                    other = int(docs[j].id)
-                    mine, theirs = comps.get(tid, frozenset()), comps.get(other, frozenset())
-                    if mine and theirs and not mine & theirs:
-                        continue
-                    named, known = set(refs.get(tid, [])), point_refs.get(point_of[other], set())
-                    if named and known and not named & known:
-                        continue
-                    target, how, score = point_of[other], "similar", float(titles[j] + words[j])
-                    break
-            if target is None:
-                # A new pain point gets a provisional (negative) id; all of them are stored at once
-                # below (a flush for each cost a fifth of grouping a large archive).
-                target = -1 - len(fresh_points)
-                fresh_points.append({"title": (normalize_subject(subjects.get(tid) or "") or "(no subject)")[:500],
-                                     "created_at": now or utcnow()})
-                result.pain_points_new += 1
-            else:
-                result.joined_by_ticket += how == "ticket"
-                result.joined_by_similarity += how == "similar"
-            fresh_members.append((target, tid, how, round(score, 4), now or utcnow()))
-            point_of[tid] = target
-            if tid in pos:
-                placed[pos[tid]] = True
-            for r in refs.get(tid, []):
-                ref_point.setdefault(r, target)
-                point_refs.setdefault(target, set()).add(r)
-            touched.add(target)
-        # Rows, not objects: an import places tens of thousands of threads, and the session's
-        # bookkeeping for as many new objects was the largest share of grouping's memory (and
-        # building each pain point object a tenth of grouping's time). Ids come back in order.
-        session.flush()
-        point_ids = list(session.execute(
-            insert(PainPoint.__table__).returning(PainPoint.__table__.c.id, sort_by_parameter_order=True),
-            fresh_points).scalars()) if fresh_points else []
-        real = {-1 - i: int(pk) for i, pk in enumerate(point_ids)}
-        for chunk in (fresh_members[i:i + 5000] for i in range(0, len(fresh_members), 5000)):
-            session.execute(insert(PainPointMember.__table__), [
-                dict(pain_point_id=real.get(pp, pp), thread_id=tid, how=how, score=score, by="earshot", added_at=when)
-                for pp, tid, how, score, when in chunk])
-        touched = {real.get(t, t) for t in touched}
+        touched |= _place(session, result, members, new_ids, now)
+    if not keep_index:
+        forget_subset_index(str(session.get_bind().url))
+        release_free_memory()
     session.flush()
     # Pain points whose threads changed elsewhere (threads merged by an import) are stale too.
     counts = select(PainPointMember.pain_point_id, func.count(PainPointMember.id).label("n")) \
@@ -290,6 +200,117 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
     result.touched = refresh(session, touched, now=now)
     result.refreshed = len(result.touched)
     return result
+
+
+def _place(session: Session, result: GroupResult, members: dict[int, int], new_ids: list[int],
+           now: datetime | None) -> set[int]:
+    """Put each new pain thread into the pain point of a thread naming the same ticket, of a
+    similar thread, or a new one; returns the pain points that changed. (A function of its own:
+    its maps, one entry per pain thread, are gone before the pain points are refreshed.)"""
+    from .similar import subset_index
+
+    when = now or utcnow()  # (one for the run: a datetime per thread was a few MB)
+    touched: set[int] = set()
+    assigned = list(members)
+    index, positions = subset_index(session, str(session.get_bind().url), assigned + new_ids)
+    docs = index.docs
+    pos = {t: positions[t] for t in assigned + new_ids if t in positions}
+    placed = np.zeros(len(docs), dtype=bool)
+    point_of: dict[int, int] = {}
+    for tid in assigned:
+        point_of[tid] = members[tid]
+        if tid in pos:
+            placed[pos[tid]] = True
+    refs: dict[int, list[str]] = {}
+    everything = assigned + new_ids
+    for chunk in (everything[i:i + 500] for i in range(0, len(everything), 500)):
+        refs.update(thread_refs(session, chunk))
+    # Components are read only for the threads a decision looks at: the new ones and the
+    # few similar candidates (reading them for every assigned thread cost seconds).
+    # (Threads share a few sets of components: one frozenset each, not one set per thread.)
+    comps: dict[int, frozenset[str]] = {}
+    shared: dict[frozenset[str], frozenset[str]] = {}
+
+    def comps_of(tids: list[int]) -> None:
+        wanted = [t for t in tids if t not in comps]
+        for chunk in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
+            found = thread_components(session, chunk, reasons=False)
+            for t in chunk:
+                names = frozenset(c["name"] for c in found.get(t, []))
+                comps[t] = shared.setdefault(names, names)
+
+    comps_of(new_ids)
+    unlinked = _unlinked(session)
+    ref_point: dict[str, int] = {}
+    point_refs: dict[int, set[str]] = {}
+    for tid in assigned:
+        for r in refs.get(tid, []):
+            ref_point.setdefault(r, point_of[tid])
+            point_refs.setdefault(point_of[tid], set()).add(r)
+    for pp, r in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref)
+                                 .where(PainPointTicket.state == "linked")):
+        ref_point.setdefault(r, pp)
+        point_refs.setdefault(pp, set()).add(r)
+    fresh_points: list[dict[str, Any]] = []
+    # (pain point, thread, how, score): a row each, made a dict only to be inserted
+    fresh_members: list[tuple[int, int, str, float]] = []
+    for tid in new_ids:
+        target, how, score = None, "new", 0.0
+        for r in refs.get(tid, []):
+            if r in ref_point and (ref_point[r], r) not in unlinked:
+                target, how, score = ref_point[r], "ticket", 1.0
+                break
+        if target is None and tid in pos and placed.any():
+            i = pos[tid]
+            words = index.word_cosine(i)
+            # Either way of joining needs words >= JOIN_WORDS (JOIN_SAME_TEXT is higher): the
+            # title cosines, the dearer half, are worked out only when some placed thread has that.
+            near = placed & (words >= JOIN_WORDS)
+            titles = index.title_cosine_of(i, near)
+            ok = near & ((titles >= JOIN_TITLE) | (words >= JOIN_SAME_TEXT))
+            best = np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]
+            comps_of([int(docs[j].id) for j in best])
+            for j in best:
+                other = int(docs[j].id)
+                mine, theirs = comps.get(tid, frozenset()), comps.get(other, frozenset())
+                if mine and theirs and not mine & theirs:
+                    continue
+                named, known = set(refs.get(tid, [])), point_refs.get(point_of[other], set())
+                if named and known and not named & known:
+                    continue
+                target, how, score = point_of[other], "similar", float(titles[j] + words[j])
+                break
+        if target is None:
+            # A new pain point gets a provisional (negative) id; all of them are stored at once
+            # below (a flush for each cost a fifth of grouping a large archive).
+            target = -1 - len(fresh_points)
+            subject = docs[pos[tid]].title if tid in pos else ""
+            fresh_points.append({"title": (normalize_subject(subject) or "(no subject)")[:500], "created_at": when})
+            result.pain_points_new += 1
+        else:
+            result.joined_by_ticket += how == "ticket"
+            result.joined_by_similarity += how == "similar"
+        fresh_members.append((target, tid, how, round(score, 4)))
+        point_of[tid] = target
+        if tid in pos:
+            placed[pos[tid]] = True
+        for r in refs.get(tid, []):
+            ref_point.setdefault(r, target)
+            point_refs.setdefault(target, set()).add(r)
+        touched.add(target)
+    # Rows, not objects: an import places tens of thousands of threads, and the session's
+    # bookkeeping for as many new objects was the largest share of grouping's memory (and
+    # building each pain point object a tenth of grouping's time). Ids come back in order.
+    session.flush()
+    point_ids = list(session.execute(
+        insert(PainPoint.__table__).returning(PainPoint.__table__.c.id, sort_by_parameter_order=True),
+        fresh_points).scalars()) if fresh_points else []
+    real = {-1 - i: int(pk) for i, pk in enumerate(point_ids)}
+    for rows in (fresh_members[i:i + 5000] for i in range(0, len(fresh_members), 5000)):
+        session.execute(insert(PainPointMember.__table__), [
+            dict(pain_point_id=real.get(pp, pp), thread_id=tid, how=how, score=score, by="earshot", added_at=when)
+            for pp, tid, how, score in rows])
+    return {real.get(t, t) for t in touched}
 
 
 # --- what a pain point is made of -------------------------------------------------------------

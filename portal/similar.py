@@ -321,6 +321,11 @@ def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[Simi
     return index, cached.position
 
 
+def forget_subset_index(url: str) -> None:
+    """Let this process's index of pain threads go (the next subset_index builds it anew)."""
+    _subset_cache.pop(url, None)
+
+
 def _forget_on_rollback(session: object, url: str) -> None:
     """The documents just read may belong to a transaction that rolls back (and SQLite gives its
     ids to the next rows): if it does, the cached index is dropped and built anew next time."""

@@ -412,3 +412,38 @@ def test_refresh_reads_pain_points_in_chunks_bounded_by_their_threads(client, im
         assert list(_by_size(s, ids, threads=4)) == [[ids[0], ids[1]], [ids[2]]]
         assert list(_by_size(s, ids, points=1)) == [[i] for i in ids]
         assert list(_by_size(s, ids)) == [ids]
+
+
+def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, client, import_paths, tmp_path):
+    """An import from the command line groups once and ends: the similarity index of every pain
+    thread (about 50 MB for a 200k-message archive) is let go before the pain points are refreshed.
+    A web worker keeps it, so the next report costs a few documents. Both group alike."""
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "q1@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] Quota usage drifts after resize", "body": OUTAGE + " Quota usage drifts."},
+        {"id": "q2@x", "date": "Tue, 13 May 2014 10:00:00 +0000", "frm": "Lars <lars@isp.example>",
+         "subject": "[Openstack-operators] Quota usage drift after resize", "body": OUTAGE + " Quota usage drifts."},
+        {"id": "v1@x", "date": "Wed, 14 May 2014 10:00:00 +0000", "frm": "Tim <tim@cern.example>",
+         "subject": "[Openstack-operators] DHCP leases lost after failover",
+         "body": "Since the upgrade Neutron DHCP leases are lost after an agent failover: instances drop off the "
+                 "network in production, an outage every week, and we restart the agents by hand."},
+    ))
+    from sqlalchemy import delete
+
+    from portal import db as dbmod
+    from portal import similar
+    from portal.models import PainPoint, PainPointMember
+    from portal.painpoints import group
+
+    url = app.config["SQLALCHEMY_URL"]
+    before = sorted(p["reports"] for p in points(client)["items"])
+    assert before == [1, 2] and not similar._subset_cache  # (the import's is gone)
+    for keep in (True, False):
+        with app.app_context(), dbmod.session_scope() as s:
+            s.execute(delete(PainPointMember))
+            s.execute(delete(PainPoint))
+            s.flush()
+            group(s, keep_index=keep)
+        assert (str(dbmod.get_engine(url).url) in similar._subset_cache) is keep
+        assert sorted(p["reports"] for p in points(client)["items"]) == before
