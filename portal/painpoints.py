@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import re
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -212,19 +213,14 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     when = now or utcnow()  # (one for the run: a datetime per thread was a few MB)
     touched: set[int] = set()
     assigned = list(members)
-    index, positions = subset_index(session, str(session.get_bind().url), assigned + new_ids)
+    index, pos = subset_index(session, str(session.get_bind().url), assigned + new_ids)  # (thread -> document)
     docs = index.docs
-    pos = {t: positions[t] for t in assigned + new_ids if t in positions}
     placed = np.zeros(len(docs), dtype=bool)
     point_of: dict[int, int] = {}
     for tid in assigned:
         point_of[tid] = members[tid]
         if tid in pos:
             placed[pos[tid]] = True
-    refs: dict[int, list[str]] = {}
-    everything = assigned + new_ids
-    for chunk in (everything[i:i + 500] for i in range(0, len(everything), 500)):
-        refs.update(thread_refs(session, chunk))
     # Components are read only for the threads a decision looks at: the new ones and the
     # few similar candidates (reading them for every assigned thread cost seconds).
     # (Threads share a few sets of components: one frozenset each, not one set per thread.)
@@ -243,20 +239,20 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     unlinked = _unlinked(session)
     ref_point: dict[str, int] = {}
     point_refs: dict[int, set[str]] = {}
-    for tid in assigned:
-        for r in refs.get(tid, []):
+    for tid, named in _refs_by_chunk(session, assigned):
+        for r in named:
             ref_point.setdefault(r, point_of[tid])
             point_refs.setdefault(point_of[tid], set()).add(r)
     for pp, r in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref)
                                  .where(PainPointTicket.state == "linked")):
         ref_point.setdefault(r, pp)
         point_refs.setdefault(pp, set()).add(r)
-    fresh_points: list[dict[str, Any]] = []
-    # (pain point, thread, how, score): a row each, made a dict only to be inserted
-    fresh_members: list[tuple[int, int, str, float]] = []
-    for tid in new_ids:
+    fresh_titles: list[str] = []
+    # (pain point, thread, how, score) of each new member, in arrays: made rows only to be inserted
+    fresh_points, fresh_threads, fresh_how, fresh_scores = array("q"), array("q"), array("b"), array("d")
+    for tid, named in _refs_by_chunk(session, new_ids):
         target, how, score = None, "new", 0.0
-        for r in refs.get(tid, []):
+        for r in named:
             if r in ref_point and (ref_point[r], r) not in unlinked:
                 target, how, score = ref_point[r], "ticket", 1.0
                 break
@@ -275,26 +271,29 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
                 mine, theirs = comps.get(tid, frozenset()), comps.get(other, frozenset())
                 if mine and theirs and not mine & theirs:
                     continue
-                named, known = set(refs.get(tid, [])), point_refs.get(point_of[other], set())
-                if named and known and not named & known:
+                known = point_refs.get(point_of[other], set())
+                if named and known and not known.intersection(named):
                     continue
                 target, how, score = point_of[other], "similar", float(titles[j] + words[j])
                 break
         if target is None:
             # A new pain point gets a provisional (negative) id; all of them are stored at once
             # below (a flush for each cost a fifth of grouping a large archive).
-            target = -1 - len(fresh_points)
+            target = -1 - len(fresh_titles)
             subject = docs[pos[tid]].title if tid in pos else ""
-            fresh_points.append({"title": (normalize_subject(subject) or "(no subject)")[:500], "created_at": when})
+            fresh_titles.append((normalize_subject(subject) or "(no subject)")[:500])
             result.pain_points_new += 1
         else:
             result.joined_by_ticket += how == "ticket"
             result.joined_by_similarity += how == "similar"
-        fresh_members.append((target, tid, how, round(score, 4)))
+        fresh_points.append(target)
+        fresh_threads.append(tid)
+        fresh_how.append(HOW.index(how))
+        fresh_scores.append(round(score, 4))
         point_of[tid] = target
         if tid in pos:
             placed[pos[tid]] = True
-        for r in refs.get(tid, []):
+        for r in named:
             ref_point.setdefault(r, target)
             point_refs.setdefault(target, set()).add(r)
         touched.add(target)
@@ -302,15 +301,32 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     # bookkeeping for as many new objects was the largest share of grouping's memory (and
     # building each pain point object a tenth of grouping's time). Ids come back in order.
     session.flush()
-    point_ids = list(session.execute(
-        insert(PainPoint.__table__).returning(PainPoint.__table__.c.id, sort_by_parameter_order=True),
-        fresh_points).scalars()) if fresh_points else []
+    point_ids: list[int] = []
+    for start in range(0, len(fresh_titles), 5000):
+        point_ids += session.execute(
+            insert(PainPoint.__table__).returning(PainPoint.__table__.c.id, sort_by_parameter_order=True),
+            [{"title": title, "created_at": when} for title in fresh_titles[start:start + 5000]]).scalars()
     real = {-1 - i: int(pk) for i, pk in enumerate(point_ids)}
-    for rows in (fresh_members[i:i + 5000] for i in range(0, len(fresh_members), 5000)):
+    for start in range(0, len(fresh_threads), 5000):
+        part = slice(start, start + 5000)
         session.execute(insert(PainPointMember.__table__), [
-            dict(pain_point_id=real.get(pp, pp), thread_id=tid, how=how, score=score, by="earshot", added_at=when)
-            for pp, tid, how, score in rows])
+            dict(pain_point_id=real.get(pp, pp), thread_id=tid, how=HOW[how], score=score, by="earshot",
+                 added_at=when)
+            for pp, tid, how, score in zip(fresh_points[part], fresh_threads[part], fresh_how[part],
+                                           fresh_scores[part], strict=True)])
     return {real.get(t, t) for t in touched}
+
+
+HOW = ("new", "ticket", "similar")  # how grouping placed a thread (PainPointMember.how)
+
+
+def _refs_by_chunk(session: Session, thread_ids: list[int]) -> Iterator[tuple[int, list[str]]]:
+    """Each thread with the ticket references its messages wrote, in order, read 500 threads at a
+    time (all of them at once were a list per pain thread held through the placing)."""
+    for chunk in (thread_ids[i:i + 500] for i in range(0, len(thread_ids), 500)):
+        found = thread_refs(session, chunk)
+        for tid in chunk:
+            yield tid, found.get(tid, [])
 
 
 # --- what a pain point is made of -------------------------------------------------------------

@@ -91,7 +91,7 @@ class SimilarityIndex:
             counts = data[lo:hi]
             data[lo:hi] = (counts * (k1 + 1) / (counts + norm)).astype(np.float32)
         self.matrix = tf
-        self._normed: tuple[sparse.csr_matrix, sparse.csc_matrix] | None = None
+        self._normed: tuple[np.ndarray, sparse.csc_matrix] | None = None
         self.titles = TitleGrams(max_df=max_df)
         titled = [normalize_subject(d.title) for d in self.docs]
         # Title n-grams by document (rows); by n-gram (columns) only once a draft's title is
@@ -147,12 +147,19 @@ class SimilarityIndex:
             n = len(self.docs)
             smooth = (np.log((1 + n) / (1 + self.df)) + 1).astype(np.float32)
             rows = l2_rows(self.matrix.multiply(smooth[None, :]).tocsr(), copy=False)  # (a fresh matrix)
-            self._normed = (rows, rows.tocsc())
-        rows, cols = self._normed
-        row = rows[i]
-        if row.nnz == 0:
+            # Kept by word only: document i's own row is weighed again from the BM25 matrix when
+            # asked for (the same arithmetic as l2_rows), a copy of every row less to hold.
+            self._normed = (smooth, rows.tocsc())
+        smooth, cols = self._normed
+        lo, hi = self.matrix.indptr[i], self.matrix.indptr[i + 1]
+        if lo == hi:
             return np.zeros(len(self.docs), dtype=np.float32)
-        return np.asarray(cols[:, row.indices] @ row.data).ravel()
+        words = self.matrix.indices[lo:hi]
+        values = self.matrix.data[lo:hi] * smooth[words]
+        length = np.sqrt(np.bincount(np.zeros(hi - lo, dtype=np.intp), weights=values.astype(np.float64) ** 2))
+        length[length == 0] = 1.0
+        values = (values / length[np.zeros(hi - lo, dtype=np.intp)]).astype(np.float32)
+        return np.asarray(cols[:, words] @ values).ravel()
 
     def title_cosine_of(self, i: int, among: np.ndarray) -> np.ndarray:
         """Cosine of document i's title n-grams with the titles of the documents `among` marks

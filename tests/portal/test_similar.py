@@ -73,6 +73,34 @@ def test_a_documents_title_is_compared_with_the_candidates_asked_for_only(shared
     assert not index.title_cosine_of(5, np.ones(len(index.docs), dtype=bool)).any()  # retired
 
 
+def test_word_cosines_weigh_a_documents_row_as_every_other_without_a_copy_by_row(shared):
+    """word_cosine keeps the normalised words by word only and weighs the asked document's row
+    again: the same cosines as the whole normalised matrix by rows gives (scikit-learn's
+    normalize), 1.0 with itself, nothing from or for retired documents."""
+    import gzip
+    import json
+
+    from sklearn.preprocessing import normalize
+
+    with gzip.open(shared / "corpus/tickets/jira-dedupe/tools-issues.jsonl.gz", "rt") as f:
+        issues = [json.loads(line) for line in f][:400]
+    index = SimilarityIndex(Doc("ticket", i["key"], i.get("summary") or "", i.get("description") or "")
+                            for i in issues[:300])
+    index.extend([Doc("ticket", i["key"], i.get("summary") or "", i.get("description") or "")
+                  for i in issues[300:]], retire=[5])
+    n = len(index.docs)
+    smooth = (np.log((1 + n) / (1 + index.df)) + 1).astype(np.float32)
+    rows = normalize(index.matrix.multiply(smooth[None, :]).tocsr())
+    want = (rows @ rows.T).toarray()
+    for i in range(n):
+        got = index.word_cosine(i)
+        assert got.dtype == np.float32 and np.allclose(got, want[i], atol=1e-5), i
+        assert index.matrix.indptr[i] == index.matrix.indptr[i + 1] or i == 5 or abs(got[i] - 1) < 1e-5
+    assert not index.word_cosine(5).any() and not np.array([index.word_cosine(i)[5] for i in range(n)]).any()
+    assert isinstance(index._normed[1], sparse.csc_matrix) and not any(
+        isinstance(part, sparse.csr_matrix) for part in index._normed)
+
+
 def test_the_vectorizers_weigh_as_scikit_learns_on_real_list_mail_and_issue_titles(shared):
     """portal.vectorize computes what scikit-learn's CountVectorizer and TfidfVectorizer compute
     with SimilarityIndex's settings (same vocabulary and order, counts, idf, weights, norms), on
