@@ -216,11 +216,11 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     index, pos = subset_index(session, str(session.get_bind().url), assigned + new_ids)  # (thread -> document)
     docs = index.docs
     placed = np.zeros(len(docs), dtype=bool)
-    point_of: dict[int, int] = {}
+    point_at = np.zeros(len(docs), dtype=np.int64)  # each placed document's pain point (an array: no map per thread)
     for tid in assigned:
-        point_of[tid] = members[tid]
         if tid in pos:
             placed[pos[tid]] = True
+            point_at[pos[tid]] = members[tid]
     # Components are read only for the threads a decision looks at: the new ones and the
     # few similar candidates (reading them for every assigned thread cost seconds).
     # (Threads share a few sets of components: one frozenset each, not one set per thread.)
@@ -241,8 +241,8 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     point_refs: dict[int, set[str]] = {}
     for tid, named in _refs_by_chunk(session, assigned):
         for r in named:
-            ref_point.setdefault(r, point_of[tid])
-            point_refs.setdefault(point_of[tid], set()).add(r)
+            ref_point.setdefault(r, members[tid])
+            point_refs.setdefault(members[tid], set()).add(r)
     for pp, r in session.execute(select(PainPointTicket.pain_point_id, PainPointTicket.ref)
                                  .where(PainPointTicket.state == "linked")):
         ref_point.setdefault(r, pp)
@@ -271,10 +271,10 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
                 mine, theirs = comps.get(tid, frozenset()), comps.get(other, frozenset())
                 if mine and theirs and not mine & theirs:
                     continue
-                known = point_refs.get(point_of[other], set())
+                known = point_refs.get(int(point_at[j]), set())
                 if named and known and not known.intersection(named):
                     continue
-                target, how, score = point_of[other], "similar", float(titles[j] + words[j])
+                target, how, score = int(point_at[j]), "similar", float(titles[j] + words[j])
                 break
         if target is None:
             # A new pain point gets a provisional (negative) id; all of them are stored at once
@@ -290,9 +290,9 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
         fresh_threads.append(tid)
         fresh_how.append(HOW.index(how))
         fresh_scores.append(round(score, 4))
-        point_of[tid] = target
         if tid in pos:
             placed[pos[tid]] = True
+            point_at[pos[tid]] = target
         for r in named:
             ref_point.setdefault(r, target)
             point_refs.setdefault(target, set()).add(r)
