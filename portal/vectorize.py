@@ -103,7 +103,7 @@ def document_frequencies(indices: np.ndarray, columns: int) -> np.ndarray:
 
 def _renumber(indices: array, counts: array, indptr: np.ndarray, column: np.ndarray) -> np.ndarray:
     """Each entry's column renumbered through `column` (-1: dropped), the dropped entries removed,
-    in the arrays themselves, a few thousand rows at a time; returns the new row offsets.
+    in the arrays themselves, a thousand rows at a time; returns the new row offsets.
 
     (Renumbering with whole-matrix operations held four more arrays as long as the matrix: a large
     archive's title n-grams are millions of entries.)"""
