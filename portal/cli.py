@@ -69,14 +69,17 @@ PARALLEL_FROM_BYTES = 2 * 1024 * 1024
 
 
 def run_import(paths: list[Path], *, fmt: str = "auto", list_name: str | None = None,
-               show_progress: bool = False) -> dict[str, object]:
-    """Import paths and return the run summary (shared by the CLI and the demo loader), with the
-    seconds each step took (`seconds`: store, reclassify, group, index)."""
+               show_progress: bool = False, keep_index: bool = True) -> dict[str, object]:
+    """Import paths and return the run summary (shared by the CLI, the demo loader and the
+    scheduler's polls), with the seconds each step took (`seconds`: store, reclassify, group,
+    index). `keep_index` is grouping's (painpoints.group): a command that ends after this import
+    passes False; the scheduler, which polls again, keeps it."""
     with fewer_collections():  # (20k messages: 10.6 -> 9.6 s)
-        return _run_import(paths, fmt=fmt, list_name=list_name, show_progress=show_progress)
+        return _run_import(paths, fmt=fmt, list_name=list_name, show_progress=show_progress, keep_index=keep_index)
 
 
-def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_progress: bool) -> dict[str, object]:
+def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_progress: bool,
+                keep_index: bool) -> dict[str, object]:
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -119,7 +122,7 @@ def _run_import(paths: list[Path], *, fmt: str, list_name: str | None, show_prog
     release_free_memory()  # (storing's batches: grouping starts from a smaller process)
     try:
         with dbmod.session_scope() as session:
-            grouped = group(session, keep_index=False)  # (the process ends: nothing would use it)
+            grouped = group(session, keep_index=keep_index)
     except BaseException:
         if update is not None:
             update.abandon()
@@ -187,7 +190,8 @@ def _reindex(**what: Any) -> dict[str, object]:
 @with_appcontext
 def import_command(list_name: str | None, fmt: str, as_json: bool, paths: tuple[Path, ...]) -> None:
     skip_last_collection()
-    summary = run_import(list(paths), fmt=fmt, list_name=list_name, show_progress=sys.stderr.isatty())
+    summary = run_import(list(paths), fmt=fmt, list_name=list_name, show_progress=sys.stderr.isatty(),
+                         keep_index=False)  # (the command ends: nothing would use grouping's index)
     if as_json:
         click.echo(json.dumps(summary))
         return
@@ -610,7 +614,7 @@ def demo_load(messages: int, seed: int) -> None:
                            ("cloudstack-users", "operator"), ("cloudstack-dev", "developer")):
             if s.exec(select(MailingList).where(MailingList.name == name)).first() is None:
                 s.add(MailingList(name=name, role=role))
-    summary = run_import(paths, show_progress=sys.stderr.isatty())
+    summary = run_import(paths, show_progress=sys.stderr.isatty(), keep_index=False)
     click.echo(f"demo: {summary['messages_new']} new messages, {summary['duplicates']} already there")
     from .demo import DEVELOPERS, OPERATORS
 

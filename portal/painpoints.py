@@ -157,9 +157,9 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
     pain (unless a developer put them there), and refresh the pain points that changed.
 
     `keep_index` keeps the similarity index of the pain threads for this process's next grouping
-    (a web worker, where reports come one at a time: the next costs a few documents); a one-off
-    run (an import from the command line) lets it go before the pain points are refreshed (a
-    200k-message archive's is about 50 MB)."""
+    (a web worker or the scheduler, where reports and polls keep coming: the next costs a few
+    documents); a one-off run (an import from the command line) lets it go before the pain points
+    are refreshed (a 200k-message archive's is about 50 MB)."""
     from .bulk import release_free_memory
     from .similar import forget_subset_index
     from .threads import _taxonomy

@@ -414,11 +414,13 @@ def test_refresh_reads_pain_points_in_chunks_bounded_by_their_threads(client, im
         assert list(_by_size(s, ids)) == [ids]
 
 
-def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, client, import_paths, tmp_path):
+def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, client, runner, import_paths,
+                                                                         tmp_path):
     """An import from the command line groups once and ends: the similarity index of every pain
     thread (about 50 MB for a 200k-message archive) is let go before the pain points are refreshed.
-    A web worker keeps it, so the next report costs a few documents. Both group alike."""
-    import_paths(mbox(
+    A web worker keeps it, so the next report costs a few documents, and so does the scheduler,
+    whose polls import through the same service. All group alike."""
+    archive = mbox(
         tmp_path / "m.mbox",
         {"id": "q1@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
          "subject": "[Openstack-operators] Quota usage drifts after resize", "body": OUTAGE + " Quota usage drifts."},
@@ -428,7 +430,8 @@ def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, cl
          "subject": "[Openstack-operators] DHCP leases lost after failover",
          "body": "Since the upgrade Neutron DHCP leases are lost after an agent failover: instances drop off the "
                  "network in production, an outage every week, and we restart the agents by hand."},
-    ))
+    )
+    assert runner.invoke(args=["import", str(archive)]).exit_code == 0
     from sqlalchemy import delete
 
     from portal import db as dbmod
@@ -447,3 +450,8 @@ def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, cl
             group(s, keep_index=keep)
         assert (str(dbmod.get_engine(url).url) in similar._subset_cache) is keep
         assert sorted(p["reports"] for p in points(client)["items"]) == before
+    import_paths(mbox(tmp_path / "poll.mbox", {  # (what a poll of the scheduler imports)
+        "id": "q3@x", "date": "Wed, 21 May 2014 10:00:00 +0000", "frm": "Kim <kim@telco.example>",
+        "subject": "[Openstack-operators] Quota usage drifts after resize", "body": OUTAGE + " Quota usage drifts."}))
+    assert str(dbmod.get_engine(url).url) in similar._subset_cache
+    assert sorted(p["reports"] for p in points(client)["items"]) == [1, 3]
