@@ -106,7 +106,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def _megabytes(value: object) -> int:
     """EARSHOT_INDEX_MEMORY_MB: a whole number of megabytes, at least 8; checked at start-up."""
     text = str(value).strip()
-    if not text.isdigit() or int(text) < 8:
+    if not text.isdecimal() or int(text) < 8:
         raise RuntimeError(f"EARSHOT_INDEX_MEMORY_MB is a number of megabytes, 8 or more, not {value!r}")
     return int(text)
 
@@ -117,6 +117,6 @@ def _processes(value: object) -> int:
     text = str(value if value is not None else "auto").strip().lower()
     if text == "auto":
         return min(4, os.cpu_count() or 1)
-    if not text.isdigit() or int(text) < 1:
+    if not text.isdecimal() or int(text) < 1:
         raise RuntimeError(f"EARSHOT_INDEX_PROCS is 'auto' or a number of processes (1 or more), not {value!r}")
     return int(text)

@@ -585,7 +585,7 @@ class WhooshIndex:
         from whoosh import index
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        n = 1 + max((int(p.name[4:]) for p in self.folder.glob("gen-*") if p.name[4:].isdigit()), default=0)
+        n = 1 + max((int(p.name[4:]) for p in self.folder.glob("gen-*") if p.name[4:].isdecimal()), default=0)
         path = self.folder / f"gen-{n}"
         path.mkdir()
         ix = index.create_in(str(path), schema())

@@ -392,7 +392,7 @@ def test_index_processes_and_memory_are_checked_when_the_app_starts(tmp_path):
     base = {"DATA_DIR": str(tmp_path), "DATABASE_URL": "", "SECRET_KEY": "x"}
     assert create_app({**base, "INDEX_PROCS": "3"}).config["INDEX_PROCS"] == 3
     assert create_app({**base, "INDEX_PROCS": "auto"}).config["INDEX_PROCS"] >= 1
-    for bad in ("many", "0", "-2", "2.5"):
+    for bad in ("many", "0", "-2", "2.5", "²"):  # (a digit to isdigit(), not to int())
         with pytest.raises(RuntimeError, match="EARSHOT_INDEX_PROCS is 'auto' or a number"):
             create_app({**base, "INDEX_PROCS": bad})
     # The writers' postings memory likewise, and the index is made with it.
@@ -401,7 +401,7 @@ def test_index_processes_and_memory_are_checked_when_the_app_starts(tmp_path):
     app = create_app({**base, "INDEX_MEMORY_MB": "96"})
     assert app.config["INDEX_MEMORY_MB"] == 96 and index_for(app.config).limitmb == 96
     assert index_for(create_app(base).config).limitmb == 48
-    for bad in ("lots", "4", "-1", "64.5", ""):
+    for bad in ("lots", "4", "-1", "64.5", "", "⁹⁶"):
         with pytest.raises(RuntimeError, match="EARSHOT_INDEX_MEMORY_MB is a number of megabytes"):
             create_app({**base, "INDEX_MEMORY_MB": bad})
 
