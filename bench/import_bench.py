@@ -119,6 +119,24 @@ def scratch(workdir: Path | None, prefix: str) -> Iterator[Path]:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def kept_corpus(work: Path, n: int, *, maildir: bool = False) -> Path:
+    """The generated archive of n messages kept in `work` (seed 13) as an mbox (messages-N.mbox)
+    or a Maildir (maildir-N), generated unless a whole one is there. It is written under a
+    temporary name and renamed once complete, so an interrupted run leaves nothing that a later
+    run would take for the archive. (import_phases.py and memory_curve.py share these.)"""
+    final = work / (f"maildir-{n}" if maildir else f"messages-{n}.mbox")
+    if final.exists():
+        return final
+    partial = final.with_name(final.name + ".partial")
+    if partial.is_dir():
+        shutil.rmtree(partial)
+    partial.unlink(missing_ok=True)
+    print(f"generating {n} messages as {'a Maildir' if maildir else 'an mbox'}", file=sys.stderr)
+    (write_maildir if maildir else write_mbox)(partial, n, seed=13)
+    partial.rename(final)
+    return final
+
+
 def notmuch_env(maildir: Path, workdir: Path) -> dict[str, str] | None:
     """The environment for notmuch commands on this Maildir (None when notmuch is not installed)."""
     if shutil.which("notmuch") is None:

@@ -23,9 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from import_bench import import_with_earshot, notmuch_new, scratch  # noqa: E402 - the same set-ups
-
-from portal.demo import write_maildir, write_mbox  # noqa: E402
+from import_bench import import_with_earshot, kept_corpus, notmuch_new, scratch  # noqa: E402 - the same set-ups
 
 
 def main() -> None:
@@ -34,18 +32,14 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     with scratch(args.workdir, "earshot-phases-") as work:
-        mbox = work / f"messages-{args.messages}.mbox"
-        if not mbox.exists():
-            write_mbox(mbox, args.messages, seed=13)
+        mbox = kept_corpus(work, args.messages)
         shutil.rmtree(work / "data", ignore_errors=True)
         run = import_with_earshot(mbox, work / "data")
         steps = run["steps"]
         out: dict[str, object] = {"messages": args.messages, "stored": run["messages_new"], **steps,
                                   "rest": round(run["seconds"] - sum(steps.values()), 2),
                                   "total": round(run["seconds"], 2), "peak_rss_mb": round(run["peak_rss_mb"], 1)}
-        maildir = work / f"maildir-{args.messages}"
-        if not maildir.exists():
-            write_maildir(maildir, args.messages, seed=13)
+        maildir = kept_corpus(work, args.messages, maildir=True)
         shutil.rmtree(maildir / ".notmuch", ignore_errors=True)
         timed = notmuch_new(maildir, work)
         out["notmuch_new_s"] = round(timed["seconds"], 2) if timed else None

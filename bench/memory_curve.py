@@ -3,7 +3,7 @@
     python bench/memory_curve.py [--sizes 20000,50000,100000,200000] [--workdir DIR] [--no-notmuch]
 
 For each size, generates the messages with the project's demo generator (as an mbox, and as a
-Maildir for notmuch; both kept in --workdir and reused, named as `import_phases.py` names them),
+Maildir for notmuch; both kept in --workdir and reused, as `import_phases.py` keeps them),
 imports the mbox with `flask import --json` into a fresh SQLite database in a child process, and
 records the peak RSS of its largest process (the importing one, the parser or an index writer:
 each process's high-water mark, `import_bench.run_with_peak`), then runs `notmuch new` on the
@@ -23,9 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from import_bench import import_with_earshot, notmuch_env, run_with_peak, scratch  # noqa: E402 - the same set-ups
-
-from portal.demo import write_maildir, write_mbox  # noqa: E402
+from import_bench import import_with_earshot, kept_corpus, notmuch_env, run_with_peak, scratch  # noqa: E402
 
 
 def notmuch_peak(maildir: Path, work: Path) -> float | None:
@@ -58,10 +56,7 @@ def main() -> None:
     theirs: list[float | None] = []
     with scratch(args.workdir, "earshot-memory-") as work:
         for n in sizes:
-            mbox = work / f"messages-{n}.mbox"
-            if not mbox.exists():
-                print(f"generating {n} messages", file=sys.stderr)
-                write_mbox(mbox, n, seed=13)
+            mbox = kept_corpus(work, n)
             shutil.rmtree(work / "data", ignore_errors=True)
             print(f"importing {n} messages", file=sys.stderr)
             run = import_with_earshot(mbox, work / "data")
@@ -70,10 +65,7 @@ def main() -> None:
                                         "earshot_peak_rss_mb": round(run["peak_rss_mb"], 1),
                                         "earshot_s": round(run["seconds"], 2)}
             if not args.no_notmuch:
-                maildir = work / f"maildir-{n}"
-                if not maildir.exists():
-                    write_maildir(maildir, n, seed=13)
-                peak = notmuch_peak(maildir, work)
+                peak = notmuch_peak(kept_corpus(work, n, maildir=True), work)
                 theirs.append(peak)
                 point["notmuch_peak_rss_mb"] = round(peak, 1) if peak is not None else None
             print(json.dumps(point), file=sys.stderr)
