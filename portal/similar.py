@@ -156,9 +156,9 @@ class SimilarityIndex:
             return np.zeros(len(self.docs), dtype=np.float32)
         words = self.matrix.indices[lo:hi]
         values = self.matrix.data[lo:hi] * smooth[words]
-        length = np.sqrt(np.bincount(np.zeros(hi - lo, dtype=np.intp), weights=values.astype(np.float64) ** 2))
-        length[length == 0] = 1.0
-        values = (values / length[np.zeros(hi - lo, dtype=np.intp)]).astype(np.float32)
+        # (Summed in order by bincount and divided in double precision, as l2_rows does: the same values.)
+        length = np.sqrt(np.bincount(np.zeros(hi - lo, dtype=np.intp), weights=values.astype(np.float64) ** 2))[0]
+        values = (values / (length or 1.0)).astype(np.float32)
         return np.asarray(cols[:, words] @ values).ravel()
 
     def title_cosine_of(self, i: int, among: np.ndarray) -> np.ndarray:
