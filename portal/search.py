@@ -186,12 +186,19 @@ def painpoint_documents(session: Session, ids: list[int] | None = None) -> Itera
 
     from .models import PainPoint
     from .painpoints import gather
-
-    q = select(PainPoint).where(PainPoint.merged_into_id.is_(None)).order_by(PainPoint.id)
-    points = list(session.execute(q if ids is None else q.where(PainPoint.id.in_(ids))).scalars())
     from .similar import thread_docs
 
-    for chunk in (points[i:i + 500] for i in range(0, len(points), 500)):
+    # Ids first, the pain points themselves 500 at a time: loaded all at once, an import's
+    # pain points were 20 MB of objects held while their documents were written (200k messages).
+    live = select(PainPoint.id).where(PainPoint.merged_into_id.is_(None))
+    if ids is None:
+        wanted = list(session.execute(live.order_by(PainPoint.id)).scalars())
+    else:
+        asked = sorted(set(ids))
+        wanted = [i for some in (asked[k:k + 500] for k in range(0, len(asked), 500))
+                  for i in session.execute(live.where(PainPoint.id.in_(some)).order_by(PainPoint.id)).scalars()]
+    for some in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
+        chunk = list(session.execute(select(PainPoint).where(PainPoint.id.in_(some)).order_by(PainPoint.id)).scalars())
         facts = gather(session, [p.id or 0 for p in chunk], [], people=False)
         # A pain point reads as its reports: their subjects and the start of what they say.
         members = [t for p in chunk for t in facts.threads.get(p.id or 0, [])]

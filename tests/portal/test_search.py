@@ -677,3 +677,29 @@ def test_writer_processes_that_spill_postings_to_disk_write_the_whole_index(tmp_
     assert stats[0] == stats[1] and len(stats[0]) > 500
     for q in ("quota", "l3-agent", "floating component:nova", '"quota usage"'):
         assert one.search(parse(q))["total"] == spilling.search(parse(q))["total"] > 0
+
+
+def test_pain_point_documents_read_their_pain_points_a_chunk_at_a_time(app, tmp_path):
+    """The index step writes every pain point an import touched: they are read 500 at a time, so
+    no more than a chunk of them is ever loaded (all at once, a large import's 11,700 pain points
+    were 20 MB held while their documents were written); asked ids come back in order, merged
+    and unknown ones left out."""
+    from sqlalchemy import insert, update
+
+    from portal import db as dbmod
+    from portal.models import PainPoint
+    from portal.search import painpoint_documents
+
+    with app.app_context(), dbmod.session_scope() as s:
+        s.execute(insert(PainPoint.__table__), [{"title": f"Quota drift {i}", "reports": 1} for i in range(1200)])
+        s.execute(update(PainPoint.__table__).where(PainPoint.__table__.c.id == 7).values(merged_into_id=8))
+    with app.app_context(), dbmod.session_scope() as s:
+        loaded = []
+        keys = []
+        for doc in painpoint_documents(s):
+            loaded.append(sum(isinstance(o, PainPoint) for o in s.identity_map.values()))
+            keys.append(doc["key"])
+        assert len(keys) == 1199 and keys[:3] == ["painpoint:1", "painpoint:2", "painpoint:3"]
+        assert "painpoint:7" not in keys and max(loaded) <= 500
+        asked = [doc["key"] for doc in painpoint_documents(s, [900, 7, 3, 10**6, 1100])]
+        assert asked == ["painpoint:3", "painpoint:900", "painpoint:1100"]
