@@ -50,7 +50,7 @@ from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, insert, select, update
@@ -80,6 +80,9 @@ from .models import (
     utcnow,
 )
 from .threads import iso, painful_threads, thread_components, thread_pain, thread_refs
+
+if TYPE_CHECKING:  # (portal.similar brings SciPy: imported where grouping runs)
+    from .similar import EarlierPairs, KeptPairs
 
 JOIN_TITLE = 0.8
 JOIN_WORDS = 0.3
@@ -187,7 +190,7 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
         select(Thread.id).where(Thread.id.in_(pain), Thread.id.not_in(select(PainPointMember.thread_id)))
         .order_by(Thread.first_date.is_(None), Thread.first_date, Thread.id)).scalars())
     if new_ids:
-        touched |= _place(session, result, members, new_ids, now)
+        touched |= _place(session, result, members, new_ids, now, keep_index)
     if not keep_index:
         forget_subset_index(str(session.get_bind().url))
         release_free_memory()
@@ -204,23 +207,44 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
 
 
 def _place(session: Session, result: GroupResult, members: dict[int, int], new_ids: list[int],
-           now: datetime | None) -> set[int]:
+           now: datetime | None, keep_index: bool = True) -> set[int]:
     """Put each new pain thread into the pain point of a thread naming the same ticket, of a
     similar thread, or a new one; returns the pain points that changed. (A function of its own:
-    its maps, one entry per pain thread, are gone before the pain points are refreshed.)"""
-    from .similar import subset_index
+    its maps, one entry per pain thread, are gone before the pain points are refreshed.)
+
+    With `keep_index` the similar threads come from this process's kept index of pain threads
+    (subset_index: the next grouping costs a few documents); without, from an EarlierPairs built
+    for this run, whose memory hardly grows with the archive (the same cosines, the same decisions)."""
+    from .similar import EarlierPairs, KeptPairs, iter_thread_docs, subset_index
 
     when = now or utcnow()  # (one for the run: a datetime per thread was a few MB)
     touched: set[int] = set()
     assigned = list(members)
-    index, pos = subset_index(session, str(session.get_bind().url), assigned + new_ids)  # (thread -> document)
-    docs = index.docs
-    placed = np.zeros(len(docs), dtype=bool)
-    point_at = np.zeros(len(docs), dtype=np.int64)  # each placed document's pain point (an array: no map per thread)
+    pairs: EarlierPairs | KeptPairs
+    if keep_index:
+        index, pos = subset_index(session, str(session.get_bind().url), assigned + new_ids)  # (thread -> document)
+        pairs = KeptPairs(index, pos, floor=JOIN_WORDS)
+    else:
+        # (Documents of placed threads first, new ones in the order they are placed: each new
+        # thread's candidates are the documents before it.)
+        pairs = EarlierPairs(iter_thread_docs(session, assigned + new_ids), len(assigned) + len(new_ids),
+                             floor=JOIN_WORDS)
+    try:
+        return _decide(session, result, members, assigned, new_ids, pairs, when, touched)
+    finally:
+        pairs.close()
+
+
+def _decide(session: Session, result: GroupResult, members: dict[int, int], assigned: list[int],
+            new_ids: list[int], pairs: EarlierPairs | KeptPairs, when: datetime, touched: set[int]) -> set[int]:
+    from .similar import EarlierPairs
+
+    point_at = np.zeros(len(pairs), dtype=np.int64)  # each placed document's pain point (an array: no map per thread)
     for tid in assigned:
-        if tid in pos:
-            placed[pos[tid]] = True
-            point_at[pos[tid]] = members[tid]
+        at = pairs.position(tid)
+        if at is not None:
+            pairs.mark(at)
+            point_at[at] = members[tid]
     # Components are read only for the threads a decision looks at: the new ones and the
     # few similar candidates (reading them for every assigned thread cost seconds).
     # (Threads share a few sets of components: one frozenset each, not one set per thread.)
@@ -247,41 +271,57 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
                                  .where(PainPointTicket.state == "linked")):
         ref_point.setdefault(r, pp)
         point_refs.setdefault(pp, set()).add(r)
+    if isinstance(pairs, EarlierPairs):
+        # It answers a batch of threads at a time: those a ticket will not place. (A thread naming
+        # a ticket that an earlier thread named joins that one's pain point, unless a developer
+        # unlinked the ticket there: those count as asked.)
+        seen, blocked = set(ref_point), {r for _pp, r in unlinked}
+        expected = np.zeros(len(pairs), dtype=bool)
+        for tid, named in _refs_by_chunk(session, new_ids):
+            at = pairs.position(tid)
+            if at is not None and not any(r in seen and r not in blocked for r in named):
+                expected[at] = True
+            seen.update(named)
+        pairs.expect(expected)
+        del seen
     fresh_titles: list[str] = []
     # (pain point, thread, how, score) of each new member, in arrays: made rows only to be inserted
     fresh_points, fresh_threads, fresh_how, fresh_scores = array("q"), array("q"), array("b"), array("d")
-    for tid, named in _refs_by_chunk(session, new_ids):
+    subjects: dict[int, str | None] = {}  # (a new pain point's title, read 500 new threads at a time)
+    for n, (tid, named) in enumerate(_refs_by_chunk(session, new_ids)):
         target, how, score = None, "new", 0.0
         for r in named:
             if r in ref_point and (ref_point[r], r) not in unlinked:
                 target, how, score = ref_point[r], "ticket", 1.0
                 break
-        if target is None and tid in pos and placed.any():
-            i = pos[tid]
-            words = index.word_cosine(i)
+        i = pairs.position(tid)
+        if target is None and i is not None:
             # Either way of joining needs words >= JOIN_WORDS (JOIN_SAME_TEXT is higher): the
-            # title cosines, the dearer half, are worked out only when some placed thread has that.
-            near = placed & (words >= JOIN_WORDS)
-            titles = index.title_cosine_of(i, near)
-            ok = near & ((titles >= JOIN_TITLE) | (words >= JOIN_SAME_TEXT))
-            best = np.flatnonzero(ok)[np.argsort(-(titles + words)[ok])][:10]
-            comps_of([int(docs[j].id) for j in best])
-            for j in best:
-                other = int(docs[j].id)
+            # candidates are the placed threads with that, and their title cosines.
+            near, words, titles = pairs.near(i)
+            ok = (titles >= JOIN_TITLE) | (words >= JOIN_SAME_TEXT)
+            fused = (titles + words)[ok]
+            order = np.argsort(-fused)[:10]
+            best, best_scores = near[ok][order], fused[order]
+            comps_of([pairs.thread(j) for j in best])
+            for j, fused_score in zip(best, best_scores, strict=True):
+                other = pairs.thread(j)
                 mine, theirs = comps.get(tid, frozenset()), comps.get(other, frozenset())
                 if mine and theirs and not mine & theirs:
                     continue
                 known = point_refs.get(int(point_at[j]), set())
                 if named and known and not known.intersection(named):
                     continue
-                target, how, score = int(point_at[j]), "similar", float(titles[j] + words[j])
+                target, how, score = int(point_at[j]), "similar", float(fused_score)
                 break
         if target is None:
             # A new pain point gets a provisional (negative) id; all of them are stored at once
             # below (a flush for each cost a fifth of grouping a large archive).
             target = -1 - len(fresh_titles)
-            subject = docs[pos[tid]].title if tid in pos else ""
-            fresh_titles.append((normalize_subject(subject) or "(no subject)")[:500])
+            if tid not in subjects:
+                subjects = dict(session.execute(select(Thread.id, Thread.subject)
+                                                .where(Thread.id.in_(new_ids[n:n + 500]))).all())
+            fresh_titles.append((normalize_subject(subjects.get(tid) or "") or "(no subject)")[:500])
             result.pain_points_new += 1
         else:
             result.joined_by_ticket += how == "ticket"
@@ -290,9 +330,9 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
         fresh_threads.append(tid)
         fresh_how.append(HOW.index(how))
         fresh_scores.append(round(score, 4))
-        if tid in pos:
-            placed[pos[tid]] = True
-            point_at[pos[tid]] = target
+        if i is not None:
+            pairs.mark(i)
+            point_at[i] = target
         for r in named:
             ref_point.setdefault(r, target)
             point_refs.setdefault(target, set()).add(r)
@@ -300,21 +340,25 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     # Rows, not objects: an import places tens of thousands of threads, and the session's
     # bookkeeping for as many new objects was the largest share of grouping's memory (and
     # building each pain point object a tenth of grouping's time). Ids come back in order.
+    # (A thousand rows a statement: 5,000 held 5 MB of parameters at once, the peak of grouping a
+    # large archive.)
     session.flush()
-    point_ids: list[int] = []
-    for start in range(0, len(fresh_titles), 5000):
-        point_ids += session.execute(
+    point_ids = array("q")  # the real id of provisional id -1 - i
+    for start in range(0, len(fresh_titles), 1000):
+        point_ids.extend(session.execute(
             insert(PainPoint.__table__).returning(PainPoint.__table__.c.id, sort_by_parameter_order=True),
-            [{"title": title, "created_at": when} for title in fresh_titles[start:start + 5000]]).scalars()
-    real = {-1 - i: int(pk) for i, pk in enumerate(point_ids)}
-    for start in range(0, len(fresh_threads), 5000):
-        part = slice(start, start + 5000)
+            [{"title": title, "created_at": when} for title in fresh_titles[start:start + 1000]]).scalars())
+
+    def real(pp: int) -> int:
+        return point_ids[-1 - pp] if pp < 0 else pp
+
+    for start in range(0, len(fresh_threads), 1000):
+        part = slice(start, start + 1000)
         session.execute(insert(PainPointMember.__table__), [
-            dict(pain_point_id=real.get(pp, pp), thread_id=tid, how=HOW[how], score=score, by="earshot",
-                 added_at=when)
+            dict(pain_point_id=real(pp), thread_id=tid, how=HOW[how], score=score, by="earshot", added_at=when)
             for pp, tid, how, score in zip(fresh_points[part], fresh_threads[part], fresh_how[part],
                                            fresh_scores[part], strict=True)])
-    return {real.get(t, t) for t in touched}
+    return {real(t) for t in touched}
 
 
 HOW = ("new", "ticket", "similar")  # how grouping placed a thread (PainPointMember.how)

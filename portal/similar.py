@@ -18,6 +18,7 @@ lose reply prefixes and list tags before their n-grams are taken. On real Jira i
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,7 @@ class SimilarityIndex:
         # Words in over half the documents say nothing about one of them; in a handful of
         # documents that cut would drop every shared word, so it starts at 20.
         max_df = 0.5 if count >= 20 else 1.0
-        self.vectorizer = Counts(token_pattern=WORDS, stop_words=english_stop_words() | _EXTRA_STOP, max_df=max_df)
+        self.vectorizer = _word_counts(max_df)
 
         def corpus() -> Iterator[str]:
             for d in docs:
@@ -74,22 +75,8 @@ class SimilarityIndex:
         df = document_frequencies(tf.indices, tf.shape[1]) if n else np.zeros(0)
         self.df = df
         self.idf = np.log1p((n - df + 0.5) / (df + 0.5)).astype(np.float32)
-        lengths = np.asarray(tf.sum(axis=1)).ravel()
-        avg = lengths.mean() if n else 1.0
         self.k1, self.b, self.title_weight = k1, b, title_weight
-        self.avg = float(avg) or 1.0
-        # BM25 term weights per document, computed once: tf*(k1+1) / (tf + k1*(1-b+b*len/avg)), in
-        # the counts' own array, a thousand documents at a time (whole, the 64-bit row numbers, norms
-        # and weights were three more arrays as long as the matrix).
-        data = tf.data
-        step = 1024
-        for start in range(0, n, step):
-            end = min(start + step, n)
-            lo, hi = tf.indptr[start], tf.indptr[end]
-            rows = np.repeat(np.arange(start, end), np.diff(tf.indptr[start:end + 1]))
-            norm = k1 * (1 - b + b * lengths[rows] / avg)
-            counts = data[lo:hi]
-            data[lo:hi] = (counts * (k1 + 1) / (counts + norm)).astype(np.float32)
+        self.avg = _bm25_in_place(tf, k1, b)
         self.matrix = tf
         self._normed: tuple[np.ndarray, sparse.csc_matrix] | None = None
         self.titles = TitleGrams(max_df=max_df)
@@ -142,10 +129,7 @@ class SimilarityIndex:
         Only the columns of i's words are read, so the cost follows their postings, not the
         size of the collection."""
         if self._normed is None:
-            # Smoothed idf (never below 1): with BM25's idf a word every document shares weighs
-            # nothing, so in a small collection two near-identical reports would look unrelated.
-            n = len(self.docs)
-            smooth = (np.log((1 + n) / (1 + self.df)) + 1).astype(np.float32)
+            smooth = _smoothed_idf(len(self.docs), self.df)
             rows = l2_rows(self.matrix.multiply(smooth[None, :]).tocsr(), copy=False)  # (a fresh matrix)
             # Kept by word only: document i's own row is weighed again from the BM25 matrix when
             # asked for (the same arithmetic as l2_rows), a copy of every row less to hold.
@@ -215,6 +199,35 @@ class SimilarityIndex:
         top = np.argpartition(-scores, k - 1)[:k]
         ranked = sorted(((int(i), float(scores[i])) for i in top), key=lambda x: -x[1])
         return [(self.docs[i], s) for i, s in ranked]
+
+
+def _word_counts(max_df: float) -> Counts:
+    return Counts(token_pattern=WORDS, stop_words=english_stop_words() | _EXTRA_STOP, max_df=max_df)
+
+
+def _bm25_in_place(tf: sparse.csr_matrix, k1: float, b: float) -> float:
+    """Word counts turned into BM25 term weights, tf*(k1+1) / (tf + k1*(1-b+b*len/avg)), in the
+    counts' own array; returns the average length. (A thousand documents at a time: whole, the
+    64-bit row numbers, norms and weights were three more arrays as long as the matrix.)"""
+    n = tf.shape[0]
+    lengths = np.asarray(tf.sum(axis=1)).ravel()
+    avg = lengths.mean() if n else 1.0
+    data = tf.data
+    step = 1024
+    for start in range(0, n, step):
+        end = min(start + step, n)
+        lo, hi = tf.indptr[start], tf.indptr[end]
+        rows = np.repeat(np.arange(start, end), np.diff(tf.indptr[start:end + 1]))
+        norm = k1 * (1 - b + b * lengths[rows] / avg)
+        counts = data[lo:hi]
+        data[lo:hi] = (counts * (k1 + 1) / (counts + norm)).astype(np.float32)
+    return float(avg) or 1.0
+
+
+def _smoothed_idf(n: int, df: np.ndarray) -> np.ndarray:
+    """Word cosines' idf, never below 1: with BM25's idf a word every document shares weighs
+    nothing, so in a small collection two near-identical reports would look unrelated."""
+    return (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)
 
 
 def _scaled(scores: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -334,6 +347,237 @@ def subset_index(session: object, url: str, thread_ids: list[int]) -> tuple[Simi
                      edited)
     _subset_cache[url] = cached
     return index, cached.position
+
+
+class EarlierPairs:
+    """Each document's word and title cosines with the documents before it, for those at least
+    `floor` in words: what a one-off grouping asks of every new pain thread (the threads before it
+    are the ones already placed). The same cosines as SimilarityIndex.word_cosine and
+    title_cosine_of give, to the bit: the same weights, and every sum taken in the same order.
+
+    Its memory hardly grows with the collection, where a SimilarityIndex of every pain thread does
+    (at 200k messages the title n-grams alone were 3.4 million entries, 27 MB): only the normalised
+    words by word are kept (for a document's cosines with all others at once); the documents' rows
+    of words and of title n-grams are written to a temporary folder a block of documents at a
+    time, and the titles' vocabulary is learned without their matrix. Documents are answered a
+    batch at a time: each one's words against every document, then the batch's titles against
+    each earlier block read back, once per batch."""
+
+    def __init__(self, docs: Iterable[Doc], count: int, *, floor: float, k1: float = 1.2, b: float = 0.75,
+                 title_weight: int = 3, block: int = 4096, batch: int = 128):
+        """`count` is the number of documents given (a generator's texts are read once)."""
+        import os
+        import tempfile
+        from itertools import islice
+
+        self.floor, self.block, self.batch = floor, block, batch
+        self._folder = tempfile.TemporaryDirectory(prefix="earshot-pairs-")
+        max_df = 0.5 if count >= 20 else 1.0
+        vectorizer = _word_counts(max_df)
+        ids = array("q")
+        # The titles wait in a file, a line each, for their two passes (the vocabulary, then the
+        # n-grams a block at a time). A line break in one is a space there: n-grams split words
+        # at either alike.
+        titles = os.path.join(self._folder.name, "titles")
+        with open(titles, "w", encoding="utf-8", newline="\n") as out:
+
+            def corpus() -> Iterator[str]:
+                for d in docs:
+                    ids.append(int(d.id))
+                    out.write(normalize_subject(d.title).replace("\n", " ") + "\n")
+                    yield f"{(d.title + ' ') * title_weight}{d.text}"
+
+            try:
+                tf = vectorizer.fit_transform(corpus()).tocsr()
+            except ValueError:  # no documents, or only stop words in them
+                tf = sparse.csr_matrix((len(ids), 1), dtype=np.float32)
+
+        def read_titles() -> Iterator[str]:
+            with open(titles, encoding="utf-8", newline="\n") as lines:
+                yield from (line[:-1] for line in lines)
+
+        n = tf.shape[0]
+        df = document_frequencies(tf.indices, tf.shape[1]) if n else np.zeros(0)
+        _bm25_in_place(tf, k1, b)
+        smooth = _smoothed_idf(n, df)
+        step = 1 << 18
+        for lo in range(0, tf.nnz, step):  # (in place: what multiply() gives, without a copy)
+            tf.data[lo:lo + step] *= smooth[tf.indices[lo:lo + step]]
+        words = l2_rows(tf, copy=False)
+        self.ids = np.frombuffer(ids, dtype=np.int64)
+        self._order = np.argsort(self.ids, kind="stable")
+        grams: TitleGrams | None = TitleGrams(max_df=max_df)
+        try:
+            if grams is not None and any(read_titles()):
+                grams.fit(read_titles())
+            else:
+                grams = None
+        except ValueError:  # every n-gram in more than half the titles: nothing to tell them apart
+            grams = None
+        self._titled = grams is not None
+        lines = read_titles()
+        for lo in range(0, n, block):
+            rows = words[lo:lo + block]
+            parts = {"w_data": rows.data, "w_indices": rows.indices, "w_indptr": rows.indptr,
+                     "w_shape": np.asarray(rows.shape)}
+            if grams is not None:
+                t = grams.transform(list(islice(lines, block)))
+                parts.update(t_data=t.data, t_indices=t.indices, t_indptr=t.indptr, t_shape=np.asarray(t.shape))
+            np.savez(self._path(lo // block), **parts)
+            del rows, parts
+        lines.close()
+        os.unlink(titles)
+        columns = words.shape[1]
+        del words, tf  # (the by-word matrix is assembled from the blocks: never both at once)
+        self.columns = self._by_word(n, columns)
+        self.expected = np.ones(n, dtype=bool)
+        self._found: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _by_word(self, n: int, columns: int) -> sparse.csc_matrix:
+        """The normalised words by word (what tocsc() gives: each word's documents in order),
+        filled from the blocks of rows written to disk, one block at a time."""
+        blocks = range((n + self.block - 1) // self.block)
+        counts = np.zeros(columns + 1, dtype=np.int64)
+        for number in blocks:
+            with np.load(self._path(number)) as f:
+                counts[1:] += np.bincount(f["w_indices"], minlength=columns)
+        indptr = np.cumsum(counts)
+        indices = np.empty(int(indptr[-1]), dtype=np.int32)
+        data = np.empty(int(indptr[-1]), dtype=np.float32)
+        free = indptr[:-1].copy()  # where each word's next document goes
+        for number in blocks:
+            rows = self._rows(number, "w")
+            owner = np.repeat(np.arange(rows.shape[0], dtype=np.int32) + number * self.block, np.diff(rows.indptr))
+            order = np.argsort(rows.indices, kind="stable")  # (by word; each word's rows stay in order)
+            word = rows.indices[order]
+            rank = np.arange(len(word)) - np.searchsorted(word, word)  # (place among this block's rows of the word)
+            where = free[word] + rank
+            indices[where] = owner[order]
+            data[where] = rows.data[order]
+            free += np.bincount(word, minlength=columns)
+            del rows, owner, order, word, rank, where
+        return sparse.csc_matrix((data, indices, indptr), shape=(n, columns))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+    def _path(self, number: int) -> str:
+        import os
+
+        return os.path.join(self._folder.name, f"{number}.npz")
+
+    def _rows(self, number: int, kind: str) -> sparse.csr_matrix:
+        """Block `number`'s rows of words ("w") or title n-grams ("t")."""
+        with np.load(self._path(number)) as f:
+            return sparse.csr_matrix((f[f"{kind}_data"], f[f"{kind}_indices"], f[f"{kind}_indptr"]),
+                                     shape=tuple(f[f"{kind}_shape"]))
+
+    def expect(self, asked: np.ndarray) -> None:
+        """The documents likely to be asked about (a boolean per document): a batch is made of those
+        only. (Any other is still answered when asked, in a batch of its own making.)"""
+        self.expected = asked
+
+    def thread(self, j: int) -> int:
+        return int(self.ids[j])
+
+    def mark(self, i: int) -> None:
+        """(Documents count as placed once earlier than the one asked about: nothing to do.)"""
+
+    def position(self, thread_id: int) -> int | None:
+        """Where this thread's document is (None when it has none)."""
+        at = int(np.searchsorted(self.ids, thread_id, sorter=self._order))
+        if at < len(self.ids) and self.ids[self._order[at]] == thread_id:
+            return int(self._order[at])
+        return None
+
+    def near(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The documents before i at least `floor` in words with it, in order, with their word and
+        title cosines."""
+        if i not in self._found:
+            for stale in [k for k in self._found if k < i]:  # (expected, but placed by a ticket after all)
+                del self._found[stale]
+            self._work_out(i)
+        return self._found.pop(i)
+
+    def _work_out(self, i: int) -> None:
+        """Answer document i and the next expected ones in its block (up to a batch)."""
+        number = i // self.block
+        base = number * self.block
+        end = min(base + self.block, len(self.ids))
+        later = np.flatnonzero(self.expected[i + 1:end]) + i + 1
+        later = later[[int(k) not in self._found for k in later]][:self.batch - 1] if self._found else \
+            later[:self.batch - 1]
+        batch = np.concatenate([[i], later]).astype(np.int64)
+        # Words: each document's cosines with every document (SimilarityIndex.word_cosine's product).
+        own = self._rows(number, "w")[batch - base]
+        near: list[np.ndarray] = []
+        weights: list[np.ndarray] = []
+        for k, at in enumerate(batch):
+            lo, hi = own.indptr[k], own.indptr[k + 1]
+            if lo == hi:
+                near.append(np.zeros(0, dtype=np.int32))
+                weights.append(np.zeros(0, dtype=np.float32))
+                continue
+            cosines = np.asarray(self.columns[:, own.indices[lo:hi]] @ own.data[lo:hi]).ravel()[:at]
+            js = np.flatnonzero(cosines >= self.floor).astype(np.int32)
+            near.append(js)
+            weights.append(cosines[js])
+        del own
+        titles = [np.zeros(len(js), dtype=np.float32) for js in near]
+        if self._titled:
+            mine = self._rows(number, "t")[batch - base]
+            # Each earlier block read back once for the batch; a document's title against its
+            # candidates in it is title_cosine_of's product (the same sums in the same order).
+            for other in range(number + 1):
+                lo = other * self.block
+                grams = self._rows(other, "t")
+                for k in range(len(batch)):
+                    a, z = np.searchsorted(near[k], [lo, lo + self.block])
+                    start, stop = mine.indptr[k], mine.indptr[k + 1]
+                    if a == z or start == stop:
+                        continue
+                    dense = np.zeros(grams.shape[1], dtype=np.float32)
+                    dense[mine.indices[start:stop]] = mine.data[start:stop]
+                    titles[k][a:z] = grams[near[k][a:z] - lo] @ dense
+                del grams
+        for k, at in enumerate(batch):
+            self._found[int(at)] = (near[k], weights[k], titles[k])
+
+
+class KeptPairs:
+    """EarlierPairs' answers from a SimilarityIndex kept between groupings (subset_index), where
+    documents are in no useful order: a document counts once marked placed."""
+
+    def __init__(self, index: SimilarityIndex, position: dict[int, int], *, floor: float):
+        self.index, self.floor, self._position = index, floor, position
+        self.placed = np.zeros(len(index.docs), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.index.docs)
+
+    def close(self) -> None:
+        """(The index stays for the next grouping.)"""
+
+    def position(self, thread_id: int) -> int | None:
+        return self._position.get(thread_id)
+
+    def thread(self, j: int) -> int:
+        return int(self.index.docs[j].id)
+
+    def mark(self, i: int) -> None:
+        self.placed[i] = True
+
+    def near(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The placed documents at least `floor` in words with document i, in order, with their word
+        and title cosines (titles are the dearer half: worked out for those only)."""
+        words = self.index.word_cosine(i)
+        near = self.placed & (words >= self.floor)
+        titles = self.index.title_cosine_of(i, near)
+        which = np.flatnonzero(near)
+        return which, words[which], titles[which]
 
 
 def forget_subset_index(url: str) -> None:

@@ -87,6 +87,25 @@ class Counts:
         self.fit_transform(docs)
         return self
 
+    def fit_frequencies(self, docs: Iterable[str]) -> tuple[np.ndarray, int]:
+        """Learn the vocabulary fit_transform learns without keeping any counts; returns each
+        word's document frequency, in the vocabulary's order, and the number of documents. (Memory
+        follows the vocabulary, not the documents: grouping's one-off runs weigh the titles of
+        every pain thread this way and count them a block at a time.)"""
+        df: dict[str, int] = {}
+        rows = 0
+        for doc in docs:
+            rows += 1
+            for word in set(self.analyze(doc)):
+                df[word] = df.get(word, 0) + 1
+        if not df:
+            raise ValueError("empty vocabulary; perhaps the documents only contain stop words")
+        words = sorted(w for w, n in df.items() if n <= self.max_df * rows)
+        if not words:
+            raise ValueError("After pruning, no terms remain. Try a lower min_df or a higher max_df.")
+        self.vocabulary_ = {w: i for i, w in enumerate(words)}
+        return np.asarray([df[w] for w in words], dtype=np.int64), rows
+
     def transform(self, docs: Iterable[str]) -> sparse.csr_matrix:
         return self._count(docs, self.vocabulary_, grow=False)
 
@@ -216,15 +235,24 @@ class TitleGrams:
             data[lo:lo + step] *= self.idf_[counts.indices[lo:lo + step]]
         return l2_rows(counts, copy=False)
 
-    def fit_transform(self, titles: Iterable[str]) -> sparse.csr_matrix:
-        counts = self.counts.fit_transform(titles)
-        df = document_frequencies(counts.indices, counts.shape[1]).astype(np.float32) + 1.0
-        idf = np.full_like(df, fill_value=counts.shape[0] + 1, dtype=np.float32)
-        idf /= df
+    def _fit_idf(self, df: np.ndarray, rows: int) -> None:
+        smoothed = df.astype(np.float32) + 1.0
+        idf = np.full_like(smoothed, fill_value=rows + 1, dtype=np.float32)
+        idf /= smoothed
         np.log(idf, out=idf)
         idf += 1.0
         self.idf_ = idf
+
+    def fit_transform(self, titles: Iterable[str]) -> sparse.csr_matrix:
+        counts = self.counts.fit_transform(titles)
+        self._fit_idf(document_frequencies(counts.indices, counts.shape[1]), counts.shape[0])
         return self._weigh(counts)
+
+    def fit(self, titles: Iterable[str]) -> TitleGrams:
+        """The vocabulary and weights fit_transform learns, without the matrix (transform the titles
+        a block at a time after)."""
+        self._fit_idf(*self.counts.fit_frequencies(titles))
+        return self
 
     def transform(self, titles: Iterable[str]) -> sparse.csr_matrix:
         return self._weigh(self.counts.transform(titles))

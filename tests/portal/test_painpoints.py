@@ -455,3 +455,36 @@ def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, cl
         "subject": "[Openstack-operators] Quota usage drifts after resize", "body": OUTAGE + " Quota usage drifts."}))
     assert str(dbmod.get_engine(url).url) in similar._subset_cache
     assert sorted(p["reports"] for p in points(client)["items"]) == [1, 3]
+
+
+def test_a_one_off_grouping_and_a_kept_index_group_a_generated_archive_alike(app, runner, tmp_path):
+    """`flask import` groups with EarlierPairs (memory nearly flat in the archive's size), web
+    workers and the scheduler with their kept index: the same pain points, members, ways and
+    scores on an archive with tickets named across threads and near-duplicate reports."""
+    from sqlalchemy import delete, select
+
+    from portal import db as dbmod
+    from portal.demo import write_mbox
+    from portal.models import PainPoint, PainPointMember
+    from portal.painpoints import group
+
+    archive = write_mbox(tmp_path / "g.mbox", 3000, seed=5)
+    assert runner.invoke(args=["import", str(archive)]).exit_code == 0
+
+    def memberships():
+        with app.app_context(), dbmod.session_scope() as s:
+            rows = s.execute(select(PainPointMember.thread_id, PainPointMember.pain_point_id, PainPointMember.how,
+                                    PainPointMember.score)).all()
+        first: dict[int, int] = {}
+        for tid, pp, _how, _score in rows:
+            first[pp] = min(first.get(pp, tid), tid)
+        return sorted((tid, first[pp], how, score) for tid, pp, how, score in rows)
+
+    one_off = memberships()
+    assert len({m[1] for m in one_off}) > 50 and {m[2] for m in one_off} == {"new", "ticket", "similar"}
+    with app.app_context(), dbmod.session_scope() as s:
+        s.execute(delete(PainPointMember))
+        s.execute(delete(PainPoint))
+        s.flush()
+        group(s, keep_index=True)
+    assert memberships() == one_off
