@@ -161,8 +161,10 @@ def group(session: Session, *, threshold: float | None = None, now: datetime | N
 
     `keep_index` keeps the similarity index of the pain threads for this process's next grouping
     (a web worker or the scheduler, where reports and polls keep coming: the next costs a few
-    documents); a one-off run (an import from the command line) lets it go before the pain points
-    are refreshed (a 200k-message archive's is about 50 MB)."""
+    documents). A one-off run (an import from the command line) compares the threads through an
+    EarlierPairs instead, whose memory hardly grows with the archive (a kept index of a
+    200k-message archive's pain threads is about 50 MB), and drops any index kept before; both
+    place every thread alike."""
     from .bulk import release_free_memory
     from .similar import forget_subset_index
     from .threads import _taxonomy
