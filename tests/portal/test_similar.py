@@ -226,6 +226,11 @@ def test_earlier_pairs_give_the_kept_indexs_cosines_to_the_bit(shared):
 
     docs = _jira_docs(shared)
     assert len(docs) > 500
+    # Titles as archives give them: line breaks of every kind inside, none at all (they wait in a
+    # file a line each while EarlierPairs is built).
+    odd = ["Quota drift\r\nafter resize", "Quota drift\u2028after resize", "Quota\x85drift after resize",
+           "Quota drift\nafter\x0bresize", ""]
+    docs += [Doc("thread", len(docs) + k, title, "nova quota usage drifts after resize") for k, title in enumerate(odd)]
     index = SimilarityIndex(iter(docs), count=len(docs))
     kept = KeptPairs(index, {d.id: k for k, d in enumerate(index.docs)}, floor=0.05)
     pairs = EarlierPairs(iter(docs), len(docs), floor=0.05, block=64, batch=16)
@@ -247,6 +252,10 @@ def test_earlier_pairs_give_the_kept_indexs_cosines_to_the_bit(shared):
         compared += len(got[0])
         titled += int((got[2] > 0).sum())
     assert compared > 10_000 and titled > 1_000
+    last = len(docs) - 2  # (the fourth odd title, after the others: the same words, the same n-grams)
+    near, words, titles = pairs.near(last)
+    assert [int(t) for t, c in zip(near, titles, strict=True) if c > 0.99] == [len(docs) - 5, len(docs) - 4,
+                                                                             len(docs) - 3]
     folder = pairs._folder.name
     assert os.listdir(folder)
     pairs.close()
