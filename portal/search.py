@@ -185,11 +185,13 @@ def painpoint_documents(session: Session, ids: list[int] | None = None) -> Itera
     from sqlalchemy import select
 
     from .models import PainPoint
-    from .painpoints import gather
+    from .painpoints import _by_size, gather
     from .similar import thread_docs
 
-    # Ids first, the pain points themselves 500 at a time: loaded all at once, an import's
-    # pain points were 20 MB of objects held while their documents were written (200k messages).
+    # Ids first, the pain points themselves a chunk at a time (at most 500, with at most 2,000
+    # threads unless one has more: an archive's oldest pain points hold thousands): loaded all at
+    # once, an import's pain points were 20 MB of objects held while their documents were written
+    # (200k messages).
     live = select(PainPoint.id).where(PainPoint.merged_into_id.is_(None))
     if ids is None:
         wanted = list(session.execute(live.order_by(PainPoint.id)).scalars())
@@ -197,11 +199,12 @@ def painpoint_documents(session: Session, ids: list[int] | None = None) -> Itera
         asked = sorted(set(ids))
         wanted = [i for some in (asked[k:k + 500] for k in range(0, len(asked), 500))
                   for i in session.execute(live.where(PainPoint.id.in_(some)).order_by(PainPoint.id)).scalars()]
-    for some in (wanted[i:i + 500] for i in range(0, len(wanted), 500)):
+    for some in _by_size(session, wanted):
         chunk = list(session.execute(select(PainPoint).where(PainPoint.id.in_(some)).order_by(PainPoint.id)).scalars())
         facts = gather(session, [p.id or 0 for p in chunk], [], people=False)
-        # A pain point reads as its reports: their subjects and the start of what they say.
-        members = [t for p in chunk for t in facts.threads.get(p.id or 0, [])]
+        # A pain point reads as its reports: their subjects and the start of what they say. (Its
+        # first 20 threads only: all of them were 36 MB of text for the first 500 of a large archive.)
+        members = [t for p in chunk for t in facts.threads.get(p.id or 0, [])[:20]]
         docs = {int(d.id): d for d in thread_docs(session, members)}
         for p in chunk:
             if not p.reports:
