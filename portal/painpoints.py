@@ -407,8 +407,9 @@ def gather(session: Session, pp_ids: Iterable[int], cycles: list[CycleSpan], *, 
     facts = Facts()
     if not ids:
         return facts
+    # (In the order they joined, on every database: a pain point's search document is its first 20.)
     for pp, tid in session.execute(select(PainPointMember.pain_point_id, PainPointMember.thread_id)
-                                   .where(PainPointMember.pain_point_id.in_(ids))):
+                                   .where(PainPointMember.pain_point_id.in_(ids)).order_by(PainPointMember.id)):
         facts.threads.setdefault(pp, []).append(tid)
     all_threads = [t for ts in facts.threads.values() for t in ts]
     owner = {t: pp for pp, ts in facts.threads.items() for t in ts}
@@ -687,8 +688,8 @@ def components_of(session: Session, pp_ids: list[int]) -> dict[int, list[str]]:
         return {}
     threads: dict[int, list[int]] = {}
     for pp, tid in session.execute(select(PainPointMember.pain_point_id, PainPointMember.thread_id)
-                                   .where(PainPointMember.pain_point_id.in_(pp_ids))):
-        threads.setdefault(pp, []).append(tid)
+                                   .where(PainPointMember.pain_point_id.in_(pp_ids)).order_by(PainPointMember.id)):
+        threads.setdefault(pp, []).append(tid)  # (joined order: ties among components are stable)
     per_thread = thread_components(session, [t for ts in threads.values() for t in ts], reasons=False)
     out: dict[int, dict[str, int]] = {}
     for pp, ts in threads.items():

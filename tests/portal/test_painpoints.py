@@ -488,3 +488,36 @@ def test_a_one_off_grouping_and_a_kept_index_group_a_generated_archive_alike(app
         s.flush()
         group(s, keep_index=True)
     assert memberships() == one_off
+
+
+def test_a_pain_points_threads_come_in_the_order_they_joined_on_every_database(app, import_paths, tmp_path):
+    """A pain point's search document is made of its first 20 threads and its components are
+    ranked with ties kept in order: both read its threads in the order they joined, also after a
+    member row was written anew (PostgreSQL then returns it last when not asked for an order)."""
+    from sqlalchemy import delete, insert, select, update
+
+    from portal import db as dbmod
+    from portal.models import PainPoint, PainPointMember, Thread
+    from portal.search import painpoint_documents
+
+    import_paths(mbox(
+        tmp_path / "m.mbox",
+        {"id": "q1@x", "date": "Mon, 5 May 2014 10:00:00 +0000", "frm": "Ana <ana@telco.example>",
+         "subject": "[Openstack-operators] Quota usage drifts after resize", "body": OUTAGE + " Quota usage drifts."},
+        {"id": "q2@x", "date": "Tue, 13 May 2014 10:00:00 +0000", "frm": "Lars <lars@isp.example>",
+         "subject": "[Openstack-operators] Quota usage drift after resize", "body": OUTAGE + " Quota usage drifts."},
+    ))
+    with app.app_context(), dbmod.session_scope() as s:
+        rows = s.execute(select(PainPointMember.id, PainPointMember.pain_point_id, Thread.subject)
+                         .join(Thread, Thread.id == PainPointMember.thread_id).order_by(PainPointMember.id)).all()
+        assert len({pp for _m, pp, _s in rows}) == 1 and len(rows) == 2
+        # Moved out and back, as a split and its undo do: the row is written anew.
+        other = s.execute(insert(PainPoint.__table__).returning(PainPoint.__table__.c.id),
+                          [{"title": "elsewhere"}]).scalar_one()
+        for pp in (other, rows[0][1]):
+            s.execute(update(PainPointMember).where(PainPointMember.id == rows[0][0]).values(pain_point_id=pp))
+        s.execute(delete(PainPoint).where(PainPoint.id == other))
+    with app.app_context(), dbmod.session_scope() as s:
+        (doc,) = list(painpoint_documents(s))
+    first, second = (subject for _m, _pp, subject in rows)
+    assert first != second and doc["text"].index(first + "\n") < doc["text"].index(second + "\n")
