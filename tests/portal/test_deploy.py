@@ -113,17 +113,15 @@ def test_sqlite_connections_keep_few_prepared_statements(tmp_path):
     """Chunked queries bind lists of up to 2,000 ids, one statement per list length: the SQLite
     engine keeps 32 prepared statements a connection (Python's default 128 held 10 MB of SQLite's
     memory after refreshing a large archive's pain points). Measured in SQLite's own allocator."""
+    import _sqlite3
     import ctypes
-    import ctypes.util
 
     from sqlalchemy import text
 
     from portal import db as dbmod
 
-    found = ctypes.util.find_library("sqlite3")
-    if found is None:
-        pytest.skip("no shared SQLite library to ask for its memory (Python built with SQLite inside)")
-    lib = ctypes.CDLL(found)
+    # (Through Python's own SQLite module: its library, linked in or shared, answers either way.)
+    lib = ctypes.CDLL(_sqlite3.__file__)
     lib.sqlite3_memory_used.restype = ctypes.c_int64
     url = f"sqlite:///{tmp_path / 'statements.sqlite3'}"
     engine = dbmod.get_engine(url)
