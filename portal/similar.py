@@ -130,7 +130,7 @@ class SimilarityIndex:
         size of the collection."""
         if self._normed is None:
             smooth = _smoothed_idf(len(self.docs), self.df)
-            rows = l2_rows(self.matrix.multiply(smooth[None, :]).tocsr(), copy=False)  # (a fresh matrix)
+            rows = _cosine_rows(self.matrix.copy(), smooth)
             # Kept by word only: document i's own row is weighed again from the BM25 matrix when
             # asked for (the same arithmetic as l2_rows), a copy of every row less to hold.
             self._normed = (smooth, rows.tocsc())
@@ -228,6 +228,16 @@ def _smoothed_idf(n: int, df: np.ndarray) -> np.ndarray:
     """Word cosines' idf, never below 1: with BM25's idf a word every document shares weighs
     nothing, so in a small collection two near-identical reports would look unrelated."""
     return (np.log((1 + n) / (1 + df)) + 1).astype(np.float32)
+
+
+def _cosine_rows(matrix: sparse.csr_matrix, smooth: np.ndarray) -> sparse.csr_matrix:
+    """BM25 weights times the smoothed idf, rows scaled to length 1, in the matrix's own arrays
+    (a quarter million entries at a time): what word cosines are the dot products of. (Kept and
+    one-off grouping both weigh through here: their cosines are the same to the bit.)"""
+    step = 1 << 18
+    for lo in range(0, matrix.nnz, step):
+        matrix.data[lo:lo + step] *= smooth[matrix.indices[lo:lo + step]]
+    return l2_rows(matrix, copy=False)
 
 
 def _scaled(scores: np.ndarray, pool: np.ndarray) -> np.ndarray:
@@ -399,11 +409,7 @@ class EarlierPairs:
         n = tf.shape[0]
         df = document_frequencies(tf.indices, tf.shape[1]) if n else np.zeros(0)
         _bm25_in_place(tf, k1, b)
-        smooth = _smoothed_idf(n, df)
-        step = 1 << 18
-        for lo in range(0, tf.nnz, step):  # (in place: what multiply() gives, without a copy)
-            tf.data[lo:lo + step] *= smooth[tf.indices[lo:lo + step]]
-        words = l2_rows(tf, copy=False)
+        words = _cosine_rows(tf, _smoothed_idf(n, df))
         self.ids = np.frombuffer(ids, dtype=np.int64)
         self._order = np.argsort(self.ids, kind="stable")
         grams: TitleGrams | None = TitleGrams(max_df=max_df)
@@ -507,10 +513,8 @@ class EarlierPairs:
         number = i // self.block
         base = number * self.block
         end = min(base + self.block, len(self.ids))
-        later = np.flatnonzero(self.expected[i + 1:end]) + i + 1
-        later = later[[int(k) not in self._found for k in later]][:self.batch - 1] if self._found else \
-            later[:self.batch - 1]
-        batch = np.concatenate([[i], later]).astype(np.int64)
+        later = [k for k in np.flatnonzero(self.expected[i + 1:end]) + i + 1 if int(k) not in self._found]
+        batch = np.asarray([i, *later[:self.batch - 1]], dtype=np.int64)
         # Words: each document's cosines with every document (SimilarityIndex.word_cosine's product).
         own = self._rows(number, "w")[batch - base]
         near: list[np.ndarray] = []
