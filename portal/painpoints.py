@@ -45,6 +45,7 @@ Impact, a documented formula shown broken down on every pain point:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from array import array
 from collections.abc import Iterable, Iterator
@@ -229,8 +230,15 @@ def _place(session: Session, result: GroupResult, members: dict[int, int], new_i
     else:
         # (Documents of placed threads first, new ones in the order they are placed: each new
         # thread's candidates are the documents before it.)
-        pairs = EarlierPairs(iter_thread_docs(session, assigned + new_ids), len(assigned) + len(new_ids),
-                             floor=JOIN_WORDS)
+        try:
+            pairs = EarlierPairs(iter_thread_docs(session, assigned + new_ids), len(assigned) + len(new_ids),
+                                 floor=JOIN_WORDS)
+        except OSError as exc:  # (its temporary folder: full, or not writable)
+            logging.getLogger(__name__).warning(
+                "grouping could not write its temporary files (%s); comparing the pain threads in memory "
+                "instead (set TMPDIR to a folder with room)", exc)
+            index, pos = subset_index(session, str(session.get_bind().url), assigned + new_ids)
+            pairs = KeptPairs(index, pos, floor=JOIN_WORDS)
     try:
         return _decide(session, result, members, assigned, new_ids, pairs, when, touched)
     finally:

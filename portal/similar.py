@@ -375,13 +375,23 @@ class EarlierPairs:
 
     def __init__(self, docs: Iterable[Doc], count: int, *, floor: float, k1: float = 1.2, b: float = 0.75,
                  title_weight: int = 3, block: int = 4096, batch: int = 128):
-        """`count` is the number of documents given (a generator's texts are read once)."""
-        import os
+        """`count` is the number of documents given (a generator's texts are read once). An
+        OSError means the temporary folder (under TMPDIR) could not be written; it is gone then."""
         import tempfile
-        from itertools import islice
 
         self.floor, self.block, self.batch = floor, block, batch
         self._folder = tempfile.TemporaryDirectory(prefix="earshot-pairs-")
+        try:
+            self._build(docs, count, k1, b, title_weight)
+        except BaseException:
+            self._folder.cleanup()
+            raise
+
+    def _build(self, docs: Iterable[Doc], count: int, k1: float, b: float, title_weight: int) -> None:
+        import os
+        from itertools import islice
+
+        block = self.block
         max_df = 0.5 if count >= 20 else 1.0
         vectorizer = _word_counts(max_df)
         ids = array("q")

@@ -457,37 +457,48 @@ def test_a_one_off_grouping_lets_its_index_go_and_a_web_workers_keeps_it(app, cl
     assert sorted(p["reports"] for p in points(client)["items"]) == [1, 3]
 
 
+def _memberships(app) -> list[tuple]:
+    """Every pain point membership as (thread, the pain point's first thread, how, score)."""
+    from sqlalchemy import select
+
+    from portal import db as dbmod
+    from portal.models import PainPointMember
+
+    with app.app_context(), dbmod.session_scope() as s:
+        rows = s.execute(select(PainPointMember.thread_id, PainPointMember.pain_point_id, PainPointMember.how,
+                                PainPointMember.score)).all()
+    first: dict[int, int] = {}
+    for tid, pp, _how, _score in rows:
+        first[pp] = min(first.get(pp, tid), tid)
+    return sorted((tid, first[pp], how, score) for tid, pp, how, score in rows)
+
+
+def _forget_pain_points(s) -> None:
+    from sqlalchemy import delete
+
+    from portal.models import PainPoint, PainPointMember
+
+    s.execute(delete(PainPointMember))
+    s.execute(delete(PainPoint))
+    s.flush()
+
+
 def test_a_one_off_grouping_and_a_kept_index_group_a_generated_archive_alike(app, runner, tmp_path):
     """`flask import` groups with EarlierPairs (memory nearly flat in the archive's size), web
     workers and the scheduler with their kept index: the same pain points, members, ways and
     scores on an archive with tickets named across threads and near-duplicate reports."""
-    from sqlalchemy import delete, select
-
     from portal import db as dbmod
     from portal.demo import write_mbox
-    from portal.models import PainPoint, PainPointMember
     from portal.painpoints import group
 
     archive = write_mbox(tmp_path / "g.mbox", 3000, seed=5)
     assert runner.invoke(args=["import", str(archive)]).exit_code == 0
-
-    def memberships():
-        with app.app_context(), dbmod.session_scope() as s:
-            rows = s.execute(select(PainPointMember.thread_id, PainPointMember.pain_point_id, PainPointMember.how,
-                                    PainPointMember.score)).all()
-        first: dict[int, int] = {}
-        for tid, pp, _how, _score in rows:
-            first[pp] = min(first.get(pp, tid), tid)
-        return sorted((tid, first[pp], how, score) for tid, pp, how, score in rows)
-
-    one_off = memberships()
+    one_off = _memberships(app)
     assert len({m[1] for m in one_off}) > 50 and {m[2] for m in one_off} == {"new", "ticket", "similar"}
     with app.app_context(), dbmod.session_scope() as s:
-        s.execute(delete(PainPointMember))
-        s.execute(delete(PainPoint))
-        s.flush()
+        _forget_pain_points(s)
         group(s, keep_index=True)
-    assert memberships() == one_off
+    assert _memberships(app) == one_off
 
 
 def test_a_pain_points_threads_come_in_the_order_they_joined_on_every_database(app, import_paths, tmp_path):
@@ -521,3 +532,26 @@ def test_a_pain_points_threads_come_in_the_order_they_joined_on_every_database(a
         (doc,) = list(painpoint_documents(s))
     first, second = (subject for _m, _pp, subject in rows)
     assert first != second and doc["text"].index(first + "\n") < doc["text"].index(second + "\n")
+
+
+def test_a_one_off_grouping_without_room_for_its_temporary_files_compares_in_memory(
+        app, runner, tmp_path, monkeypatch, caplog):
+    """When the temporary folder cannot be made (TMPDIR not a folder, or full), `flask import`
+    still groups, with the in-memory comparison, and says why: the same pain points."""
+    import tempfile
+
+    from portal import db as dbmod
+    from portal.demo import write_mbox
+    from portal.painpoints import group
+
+    archive = write_mbox(tmp_path / "g.mbox", 800, seed=5)
+    assert runner.invoke(args=["import", str(archive)]).exit_code == 0
+    before = _memberships(app)
+    not_a_folder = tmp_path / "tmp-is-a-file"
+    not_a_folder.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(not_a_folder))
+    with app.app_context(), dbmod.session_scope() as s:
+        _forget_pain_points(s)
+        group(s, keep_index=False)
+    assert _memberships(app) == before
+    assert "could not write its temporary files" in caplog.text and "TMPDIR" in caplog.text

@@ -317,3 +317,21 @@ def test_earlier_pairs_hold_a_fraction_of_a_kept_index():
     earlier.close()
     assert kept_pairs.index.title_rows.nnz > 500_000
     assert earlier_peak < 0.5 * kept_peak, (earlier_peak, kept_peak)
+
+
+def test_earlier_pairs_leave_no_folder_behind_when_building_fails(tmp_path, monkeypatch):
+    """A build that stops half way (the disk full, the documents failing to read) removes its
+    temporary folder before the error goes on."""
+    import tempfile
+
+    from portal.similar import EarlierPairs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def docs():
+        yield Doc("thread", 1, "Quota drift after resize", "nova quota usage drifts")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        EarlierPairs(docs(), 2, floor=0.3)
+    assert list(tmp_path.iterdir()) == []
